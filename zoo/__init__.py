@@ -1,0 +1,45 @@
+"""A Keras model zoo of generative models: DC-GAN, VAE, StyleGAN2.
+
+Public API:
+    FAMILIES: family name -> model class.
+    get_model(family, preset, **overrides): a model built from a named preset.
+    list_presets(): `{family: {preset: description}}`.
+"""
+
+from zoo.dcgan import DCGAN
+
+FAMILIES = {"dcgan": DCGAN}
+
+
+def _family(family):
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; choose from {sorted(FAMILIES)}")
+    return FAMILIES[family]
+
+
+def get_model(family, preset, **overrides):
+    """Builds `family`'s model from `preset`; `overrides` replace preset arguments.
+
+    Example:
+
+    ```python
+    model = zoo.get_model("dcgan", "dcgan_fashion_mnist")
+    ```
+    """
+    return _family(family).from_preset(preset, **overrides)
+
+
+def list_presets():
+    """`{family: {preset: one-line description}}` of every preset."""
+    return {
+        name: {p: spec["description"] for p, spec in cls.presets.items()}
+        for name, cls in FAMILIES.items()
+    }
+
+
+def default_preset(family):
+    """The first preset listed for `family`."""
+    return next(iter(_family(family).presets))
+
+
+__all__ = ["DCGAN", "FAMILIES", "default_preset", "get_model", "list_presets"]

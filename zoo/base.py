@@ -1,0 +1,210 @@
+"""The base class every model family derives from.
+
+A family model is a `keras.Model` whose `train_step` updates one or more
+sub-networks with optimizers the model holds itself (a GAN has two). This
+module owns what is easy to get wrong about that under `tf.distribute`
+(see ../shared/KERAS_PITFALLS.md):
+
+* the held optimizers are created, wrapped for mixed precision and *built*
+  inside the model's strategy scope (items 1, 2, 10);
+* `super().compile()` gets no optimizer, so no unused default is attached
+  (item 3);
+* losses are reduced over the GLOBAL batch (item 5) and noise is drawn per
+  replica from a stateless seed (item 6), so one device and N replicas run
+  the same arithmetic on the same numbers.
+"""
+
+import keras
+import tensorflow as tf
+
+
+def global_mean(per_example):
+    """Mean of a per-example loss over the global batch, for gradients.
+
+    Under a strategy each replica sees `1/N` of the batch and the optimizer
+    sums the replicas' gradients, so each replica divides by the global batch.
+
+    Args:
+        per_example: `[B_local]` or `[B_local, ...]` tensor; extra axes are
+            averaged first.
+
+    Returns:
+        A scalar float32 tensor.
+    """
+    per_example = tf.cast(per_example, tf.float32)
+    if per_example.shape.rank > 1:
+        per_example = tf.reduce_mean(
+            per_example, axis=list(range(1, per_example.shape.rank))
+        )
+    return tf.nn.compute_average_loss(per_example)
+
+
+def replica_info():
+    """Returns `(replica_id, num_replicas)` in any context."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None:  # cross-replica context: one logical replica
+        return 0, 1
+    return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
+
+
+def replica_normal(local_batch, shape, seed):
+    """Standard normal noise for this replica's slice of the global batch.
+
+    The noise for the whole global batch is drawn from a stateless `seed`
+    and every replica keeps its own rows, so replicas differ from each other
+    and the union equals what one device draws for the same global batch.
+
+    Args:
+        local_batch: this replica's batch size (Python int or scalar tensor).
+        shape: per-example shape, a tuple of Python ints.
+        seed: `[2]` int tensor.
+
+    Returns:
+        float32 tensor `[local_batch, *shape]`.
+    """
+    replica_id, num_replicas = replica_info()
+    noise = tf.random.stateless_normal(
+        [local_batch * num_replicas, *shape], seed=seed
+    )  # [B_global, *shape]
+    start = replica_id * local_batch
+    return noise[start : start + local_batch]
+
+
+def batch_size_of(images):
+    """Static batch size when known (XLA, TPU), else the dynamic one."""
+    static = images.shape[0]
+    return static if static is not None else tf.shape(images)[0]
+
+
+class GenerativeModel(keras.Model):
+    """Base class of the zoo's family models.
+
+    Subclasses define `optimizer_targets()` (which sub-network each held
+    optimizer trains), `default_optimizers()`, `train_step`, `generate(z)`
+    (images in [0, 1]), `latent_shape` and `export_endpoints()`.
+
+    Args:
+        seed: base seed of the training noise; with the step counter it
+            fixes every random draw of `train_step`.
+        **kwargs: passed to `keras.Model` (`name`, ...).
+    """
+
+    def __init__(self, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = int(seed)
+
+    # ---- what a family provides ------------------------------------------
+    def optimizer_targets(self):
+        """Maps each optimizer attribute name to the sub-network it trains."""
+        raise NotImplementedError
+
+    def default_optimizers(self):
+        """Fresh optimizers, by attribute name, used when none are given."""
+        raise NotImplementedError
+
+    @property
+    def latent_shape(self):
+        """Per-example shape of the generator input `z`."""
+        raise NotImplementedError
+
+    def generate(self, z):
+        """Images in [0, 1], float32 `[N, H, W, C]`, from latents `z`."""
+        raise NotImplementedError
+
+    def export_endpoints(self):
+        """`{name: (fn, input_signature)}` of the serving signatures."""
+        raise NotImplementedError
+
+    def export_networks(self):
+        """The sub-networks whose variables the exported signatures use."""
+        raise NotImplementedError
+
+    # ---- shared machinery -------------------------------------------------
+    @property
+    def train_steps(self):
+        """Training steps taken: the first held optimizer's `iterations`."""
+        return getattr(self, next(iter(self.optimizer_targets()))).iterations
+
+    def compile(self, jit_compile=False, steps_per_execution=1, **optimizers):
+        """Configures the held optimizers.
+
+        Args:
+            jit_compile: compile `train_step` with XLA. Set it explicitly:
+                Keras' `"auto"` resolves to False on CPU and under a strategy.
+            steps_per_execution: steps run per `tf.function` call.
+            **optimizers: by name (see `optimizer_targets()`), an optimizer
+                instance, identifier or config dict; missing ones get the
+                family's defaults.
+        """
+        targets = self.optimizer_targets()
+        unknown = sorted(set(optimizers) - set(targets))
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__}.compile() got unknown optimizer "
+                f"argument(s) {unknown}; expected {sorted(targets)}"
+            )
+        super().compile(
+            optimizer=None,
+            jit_compile=jit_compile,
+            steps_per_execution=steps_per_execution,
+        )
+        defaults = self.default_optimizers()
+        policy = keras.mixed_precision.global_policy().name
+        with self.distribute_strategy.scope():
+            for name, network in targets.items():
+                opt = optimizers.get(name)
+                opt = defaults[name] if opt is None else keras.optimizers.get(opt)
+                if policy == "mixed_float16" and not isinstance(
+                    opt, keras.optimizers.LossScaleOptimizer
+                ):
+                    opt = keras.optimizers.LossScaleOptimizer(opt)
+                opt.build(network.trainable_variables)
+                setattr(self, name, opt)
+
+    def get_compile_config(self):
+        config = {
+            "jit_compile": bool(self.jit_compile),
+            "steps_per_execution": self.steps_per_execution,
+        }
+        for name in self.optimizer_targets():
+            opt = getattr(self, name, None)
+            if opt is not None:
+                config[name] = keras.optimizers.serialize(opt)
+        return config
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        for name in self.optimizer_targets():
+            if name in config:
+                config[name] = keras.optimizers.deserialize(config[name])
+        self.compile(**config)
+
+    def apply_loss(self, optimizer, tape, loss, network):
+        """Scales `loss` (mixed precision), differentiates, applies."""
+        scaled = optimizer.scale_loss(loss)
+        variables = network.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        optimizer.apply_gradients(zip(grads, variables))
+
+    def noise_seed(self, step, stream):
+        """Stateless `[2]` seed for draw `stream` of training step `step`.
+
+        Derived from the model seed and an optimizer's `iterations`, which a
+        backup restores, so a resumed run continues the same noise sequence.
+        """
+        step = tf.cast(step, tf.int64)
+        return tf.stack([tf.constant(self.seed, tf.int64), step * 8 + stream])
+
+    def representative_inputs(self, num_batches=16, batch=8):
+        """Batches of `serving_default` inputs, for int8 calibration."""
+        for i in range(num_batches):
+            yield {"z": self.sample_latents(batch, seed=1000 + i).numpy()}
+
+    def sample_latents(self, num, seed=0):
+        """Deterministic standard-normal latents, `[num, *latent_shape]`."""
+        return tf.random.stateless_normal(
+            [num, *self.latent_shape], seed=[seed, 0]
+        )
+
+    def get_config(self):
+        return {"seed": self.seed, "name": self.name}
