@@ -122,8 +122,9 @@ class GenerativeModel(keras.Model):
     # ---- shared machinery -------------------------------------------------
     @property
     def train_steps(self):
-        """Training steps taken: the first held optimizer's `iterations`."""
-        return getattr(self, next(iter(self.optimizer_targets()))).iterations
+        """Training steps taken (Python int): the first held optimizer's `iterations`."""
+        iterations = getattr(self, next(iter(self.optimizer_targets()))).iterations
+        return int(keras.ops.convert_to_numpy(iterations))
 
     def compile(self, jit_compile=False, steps_per_execution=1, **optimizers):
         """Configures the held optimizers.

@@ -70,23 +70,41 @@ class SampleGrid(keras.callbacks.Callback):
 
 
 class NonFiniteGuard(keras.callbacks.Callback):
-    """Stops training on the first NaN/Inf in ANY logged value.
+    """Stops training on the first NaN/Inf in any logged value or weight.
 
     Unlike `keras.callbacks.TerminateOnNaN` (which reads only `loss` and ends
     training normally, making `BackupAndRestore` delete its backup), this
-    raises `NonFiniteLossError`: the backup of the last good state stays.
-    Put it before `BackupAndRestore` so a bad step is never backed up.
+    raises `NonFiniteLossError`, so the backup of the last good state stays.
+    Weights are checked too: an update that turns them NaN shows in the
+    losses only one step later, after a backup could have saved them. Put it
+    before `BackupAndRestore` so a bad state is never backed up.
     """
+
+    def on_train_begin(self, logs=None):
+        variables = self.model.trainable_variables
+
+        @tf.function
+        def all_finite():
+            return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
+
+        self._all_finite = all_finite
 
     def on_train_batch_end(self, batch, logs=None):
         for key, value in (logs or {}).items():
             value = float(np.asarray(value))
             if not math.isfinite(value):
-                step = int(self.model.train_steps)
+                step = self.model.train_steps
                 raise NonFiniteLossError(
-                    f"non-finite {key}={value} at step {step} (batch {batch}); "
+                    f"non-finite {key}={value} at step {step}; "
                     "training stopped, the last backup is kept"
                 )
+        if not bool(self._all_finite()):
+            bad = [net.name for net in self.model.optimizer_targets().values()
+                   if not all(np.isfinite(v.numpy()).all() for v in net.trainable_variables)]
+            raise NonFiniteLossError(
+                f"non-finite weights in {', '.join(bad)} after step {self.model.train_steps}; "
+                "training stopped, the last backup is kept"
+            )
 
 
 class TimeBudget(keras.callbacks.Callback):

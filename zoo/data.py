@@ -98,8 +98,15 @@ def check_spec(spec, data_dir=None):
     return parsed
 
 
-def load_arrays(spec, data_dir=None):
-    """Loads a spec's images (uint8 `[N, H, W, C]`) and labels (int or None)."""
+def load_arrays(spec, data_dir=None, download=True):
+    """Loads a spec's images (uint8 `[N, H, W, C]`) and labels (int or None).
+
+    Args:
+        spec: data spec string or `DataSpec`.
+        data_dir: tfds data directory.
+        download: let tfds download a dataset that is not prepared. Without a
+            network tfds retries for minutes before it gives up.
+    """
     parsed = check_spec(spec, data_dir)
     loader = {
         "fashion_mnist": _load_fashion_mnist,
@@ -107,7 +114,7 @@ def load_arrays(spec, data_dir=None):
         "folder": _load_folder,
         "npz": _load_npz,
     }[parsed.scheme]
-    images, labels = loader(parsed, data_dir)
+    images, labels = loader(parsed, data_dir, download)
     if images.ndim == 3:
         images = images[..., None]  # [N, H, W] -> [N, H, W, 1]
     if images.ndim != 4 or len(images) == 0:
@@ -222,7 +229,7 @@ def fashion_mnist_dir():
     return pathlib.Path(os.environ.get("FASHION_MNIST_DIR", DEBIAN_FASHION_MNIST))
 
 
-def _load_fashion_mnist(parsed, data_dir):
+def _load_fashion_mnist(parsed, data_dir, download):
     root = fashion_mnist_dir()
     prefix = "train" if parsed.split == "train" else "t10k"
     images_path = root / f"{prefix}-images-idx3-ubyte.gz"
@@ -230,7 +237,7 @@ def _load_fashion_mnist(parsed, data_dir):
     if images_path.is_file() and labels_path.is_file():
         return _read_idx(images_path), _read_idx(labels_path).astype(np.int64)
     try:
-        return _load_tfds(DataSpec("tfds", "fashion_mnist", parsed.split), data_dir)
+        return _load_tfds(DataSpec("tfds", "fashion_mnist", parsed.split), data_dir, download)
     except DataError as e:
         raise DataError(
             f"Fashion-MNIST not found in {root} (apt-get install dataset-fashion-mnist) "
@@ -248,9 +255,14 @@ def _tfds_builder(name, data_dir):
     return builder
 
 
-def _load_tfds(parsed, data_dir):
+def _load_tfds(parsed, data_dir, download):
     builder = _tfds_builder(parsed.target, data_dir)
     if not builder.is_prepared():
+        if not download:
+            raise DataError(
+                f"tfds dataset {parsed.target!r} is not prepared in {builder.data_dir} "
+                "and downloading is off"
+            )
         try:
             builder.download_and_prepare()
         except Exception as e:
@@ -296,7 +308,7 @@ def _decode(path):
         raise DataError(f"cannot decode image {path}: {e}") from None
 
 
-def _load_folder(parsed, data_dir):
+def _load_folder(parsed, data_dir, download):
     files = _image_files(pathlib.Path(parsed.target))
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         arrays = list(pool.map(_decode, files))
@@ -310,7 +322,7 @@ def _load_folder(parsed, data_dir):
     return np.stack(arrays), None
 
 
-def _load_npz(parsed, data_dir):
+def _load_npz(parsed, data_dir, download):
     try:
         with np.load(parsed.target, allow_pickle=False) as f:
             if "images" not in f.files:

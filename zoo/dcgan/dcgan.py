@@ -99,7 +99,8 @@ class DCGAN(base.GenerativeModel):
     def train_step(self, data):
         real = data[0] if isinstance(data, (tuple, list)) else data
         batch = base.batch_size_of(real)
-        step = self.d_optimizer.iterations
+        # Read once: `iterations` changes when D's update is applied below.
+        step = tf.convert_to_tensor(self.d_optimizer.iterations)
 
         # 1) Discriminator on a real batch and a generated batch.
         z = base.replica_normal(batch, self.latent_shape, self.noise_seed(step, 0))

@@ -7,7 +7,10 @@ feature map and doubles the resolution with strided transposed convolutions
 convolutions (batch norm on all but the first, LeakyReLU 0.2) and one logit.
 
 Batch norm is `synchronized`: under a strategy it normalizes with the global
-batch's statistics, so N replicas compute what one device computes.
+batch's statistics, so N replicas compute what one device computes. Its
+momentum is 0.9 (PyTorch's 0.1, as in the reference DC-GAN code) rather than
+Keras' 0.99: the exported generator runs on the moving statistics, which
+must follow the fast-changing GAN activations.
 """
 
 import math
@@ -20,6 +23,10 @@ def _init():
     # Radford et al.: weights from N(0, 0.02). A fresh instance per layer: a
     # shared unseeded instance gives every same-shaped layer the same values.
     return keras.initializers.RandomNormal(stddev=0.02)
+
+
+def _batch_norm():
+    return layers.BatchNormalization(momentum=0.9, synchronized=True)
 
 
 def _levels(image_size):
@@ -50,7 +57,7 @@ def build_generator(latent_dim, image_size, channels, base_filters, name="genera
     z = keras.Input((latent_dim,), name="z")
     x = layers.Dense(4 * 4 * top, use_bias=False, kernel_initializer=_init())(z)
     x = layers.Reshape((4, 4, top))(x)  # [N, 4, 4, C]
-    x = layers.BatchNormalization(synchronized=True)(x)
+    x = _batch_norm()(x)
     x = layers.ReLU()(x)
     for level in range(levels - 1):
         filters = top // 2 ** (level + 1)
@@ -58,7 +65,7 @@ def build_generator(latent_dim, image_size, channels, base_filters, name="genera
             filters, 4, strides=2, padding="same", use_bias=False,
             kernel_initializer=_init(),
         )(x)
-        x = layers.BatchNormalization(synchronized=True)(x)
+        x = _batch_norm()(x)
         x = layers.ReLU()(x)
     x = layers.Conv2DTranspose(
         channels, 4, strides=2, padding="same", kernel_initializer=_init()
@@ -89,7 +96,7 @@ def build_discriminator(image_size, channels, base_filters, name="discriminator"
             use_bias=level == 0, kernel_initializer=_init(),
         )(x)
         if level > 0:
-            x = layers.BatchNormalization(synchronized=True)(x)
+            x = _batch_norm()(x)
         x = layers.LeakyReLU(0.2)(x)
     x = layers.Flatten()(x)  # [N, 4 * 4 * C]
     # Logits stay float32 under mixed precision (KERAS_PITFALLS item 10).

@@ -1,0 +1,76 @@
+"""Re-export a trained model.
+
+    python -m export RUN_DIR_OR_KERAS_FILE --format saved_model --output serving
+    python -m export RUN_DIR_OR_KERAS_FILE --format tflite --quantize float16 --output tflite
+
+A run directory is read through its `model.keras` (the model name defaults
+to the run's preset); a `.keras` file's name defaults to its stem. Exit
+codes: 0 done, 2 bad arguments or source.
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+import tempfile
+
+FORMATS = ("saved_model", "tflite")
+
+
+def parse_args(argv):
+    from export.tflite import Quantize
+
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n")[0])
+    p.add_argument("source", help="a run directory or a .keras file")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--output", required=True, help="model repository (saved_model) or folder (tflite)")
+    p.add_argument("--name", help="model name (default: the run's preset or the file stem)")
+    p.add_argument("--quantize", default="none", choices=[m.value for m in Quantize])
+    p.add_argument("--int8-io", action="store_true", help="with --quantize int8: int8 inputs/outputs")
+    return p.parse_args(argv)
+
+
+def resolve_source(source):
+    """`(keras_path, default_name)` of a run directory or `.keras` file."""
+    source = pathlib.Path(source)
+    if source.is_dir():
+        keras_path = source / "model.keras"
+        config = source / "config.json"
+        name = json.loads(config.read_text())["preset"] if config.is_file() else source.name
+    else:
+        keras_path, name = source, source.stem
+    if not keras_path.is_file() or keras_path.suffix != ".keras":
+        raise ValueError(f"{source} is neither a run directory with model.keras nor a .keras file")
+    return keras_path, name
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        keras_path, name = resolve_source(args.source)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    import keras
+
+    import zoo  # noqa: F401  registers the model classes for loading
+    from export import export_saved_model, write_tflite
+
+    try:
+        model = keras.saving.load_model(keras_path)
+    except Exception as e:  # a corrupt or foreign file: say so in one line
+        print(f"error: cannot load {keras_path}: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    name = args.name or name
+    output = pathlib.Path(args.output)
+    if args.format == "saved_model":
+        print(export_saved_model(model, output, name))
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = export_saved_model(model, tmp, name)
+        print(write_tflite(model, saved, output, name, args.quantize, args.int8_io))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

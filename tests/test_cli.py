@@ -1,0 +1,111 @@
+"""train.py: --dry-run over valid option combinations, clear errors for invalid ones."""
+
+import itertools
+import json
+import subprocess
+import sys
+
+import pytest
+
+import train
+import zoo
+from conftest import REPO
+
+
+def dry_run(capsys, *args):
+    code = train.main(["--dry-run", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+VALID = list(itertools.product(
+    [(f, p) for f, presets in zoo.list_presets().items() for p in presets],
+    [("auto",), ("one",), ("mirrored",), ("mirrored", "--cpu-replicas", "2"), ("tpu",)],
+    ["float32", "mixed_float16", "mixed_bfloat16"],
+    ["--jit", "--no-jit"],
+))
+
+
+@pytest.mark.parametrize("model, strategy, precision, jit", VALID)
+def test_every_valid_combination_dry_runs(capsys, model, strategy, precision, jit):
+    family, preset = model
+    code, out, err = dry_run(
+        capsys, "--model", family, "--preset", preset, "--strategy", strategy[0], *strategy[1:],
+        "--precision", precision, jit, "--batch-size", 32, "--epochs", 2, "--steps", 5,
+    )
+    assert code == 0, err
+    config = json.loads(out)
+    assert (config["model"], config["preset"], config["precision"]) == (family, preset, precision)
+    assert config["jit"] is (jit == "--jit") and config["strategy"] == strategy[0]
+
+
+def test_multiworker_dry_run_with_tf_config(capsys, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"worker": ["127.0.0.1:12345", "127.0.0.1:12346"]},
+        "task": {"type": "worker", "index": 0},
+    }))
+    assert dry_run(capsys, "--strategy", "multiworker")[0] == 0
+
+
+def test_defaults_resolve_to_the_default_preset(capsys):
+    code, out, _ = dry_run(capsys)
+    config = json.loads(out)
+    assert code == 0 and config["model"] == "dcgan" and config["preset"] == "dcgan_fashion_mnist"
+    assert config["data"] == "fashion_mnist" and config["jit"] is True
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "gpt"], "--model 'gpt' is unknown"),
+        (["--preset", "nope"], "--preset 'nope' is not a dcgan preset"),
+        (["--epochs", "0"], "--epochs must be a positive integer"),
+        (["--batch-size", "-4"], "--batch-size must be a positive integer"),
+        (["--steps", "-1"], "--steps must be a non-negative integer"),
+        (["--strategy", "horovod"], "--strategy 'horovod' is unknown"),
+        (["--precision", "float64"], "--precision 'float64' is unknown"),
+        (["--quantize", "int4"], "--quantize 'int4' is unknown"),
+        (["--cpu-replicas", "2"], "--cpu-replicas N (N >= 2) goes with --strategy mirrored"),
+        (["--strategy", "mirrored", "--cpu-replicas", "2", "--batch-size", "33"],
+         "--batch-size 33 does not split evenly over 2 replicas"),
+        (["--strategy", "multiworker"], "needs the TF_CONFIG environment variable"),
+        (["--data", "folder:/no/such/dir"], "image folder /no/such/dir does not exist"),
+        (["--data", "imagenet"], "unknown data scheme 'imagenet'"),
+        (["--minutes", "-1"], "--minutes must be >= 0"),
+    ],
+)
+def test_invalid_options_fail_with_one_line(capsys, monkeypatch, args, message):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    code, out, err = dry_run(capsys, *args)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+
+
+def test_resume_needs_a_run_directory(capsys, tmp_path):
+    code, _, err = dry_run(capsys, "--resume", tmp_path)
+    assert code == 2 and "no config.json there" in err
+
+
+def test_resume_refuses_to_change_the_model(capsys, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model": "dcgan", "preset": "dcgan_tiny"}))
+    code, _, err = dry_run(capsys, "--resume", tmp_path, "--preset", "dcgan_64_rgb")
+    assert code == 2 and "--preset cannot change on --resume" in err
+    code, out, _ = dry_run(capsys, "--resume", tmp_path, "--epochs", 7)
+    assert code == 0 and json.loads(out)["epochs"] == 7 and json.loads(out)["preset"] == "dcgan_tiny"
+
+
+def test_real_process_exit_code_and_message():
+    done = subprocess.run(
+        [sys.executable, "train.py", "--batch-size", "0"],
+        cwd=REPO, capture_output=True, text=True, env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == "error: --batch-size must be a positive integer, got 0"
+
+
+def test_list_presets(capsys):
+    assert train.main(["--list-presets"]) == 0
+    out = capsys.readouterr().out
+    for family, presets in zoo.list_presets().items():
+        for name, description in presets.items():
+            assert name in out and description in out
