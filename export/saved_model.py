@@ -18,6 +18,8 @@ import tempfile
 
 import keras
 
+from export.warmup import write_warmup
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -29,8 +31,28 @@ def versions(model_dir):
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
+def float32_model(model):
+    """`model`, or a float32 rebuild with its weights if it computes in lower precision.
+
+    Serving and LiteRT get float32 graphs whatever the training policy:
+    LiteRT's builtin kernels do not take bfloat16, and clients send float32.
+    """
+    layers = [layer for net in model.export_networks() for layer in net.layers]
+    if all(layer.compute_dtype == "float32" for layer in layers):
+        return model
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        clone = type(model).from_config(model.get_config())
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def build_archive(model):
-    """A `keras.export.ExportArchive` with the model's serving signatures."""
+    """A `keras.export.ExportArchive` with the model's serving signatures (float32)."""
+    model = float32_model(model)
     archive = keras.export.ExportArchive()
     for network in model.export_networks():
         archive.track(network)
@@ -74,6 +96,7 @@ def export_saved_model(model, base_dir, name, version=None):
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
     try:
         build_archive(model).write_out(str(tmp), verbose=False)
+        write_warmup(model, tmp, name=name)  # inside the version before it is visible
         os.rename(tmp, final)  # atomic within one file system
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
