@@ -17,7 +17,7 @@ import sys
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", help="model family (dcgan)")
+    p.add_argument("--model", help="model family: dcgan | vae")
     p.add_argument("--preset", help="named configuration; see --list-presets")
     p.add_argument("--data", help="fashion_mnist | tfds:NAME[:SPLIT] | folder:PATH | npz:PATH")
     p.add_argument("--data-dir", help="tfds data directory")

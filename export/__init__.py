@@ -40,22 +40,35 @@ def export_model(model, out_dir, name, formats=("saved_model", "tflite"),
         if "saved_model" in formats:
             written["saved_model"] = saved
         if "tflite" in formats:
-            written["tflite"] = write_tflite(model, saved, out_dir / "tflite", name, quantize, int8_io)
+            paths = write_tflite(model, saved, out_dir / "tflite", name, quantize, int8_io)
+            written["tflite"] = paths[0]
+            written.update({f"tflite_{sig}": path for sig, path in paths[1:]})
     return written
 
 
 def write_tflite(model, saved_model_dir, out_dir, name, quantize=Quantize.NONE, int8_io=False):
-    """Converts `serving_default` of `saved_model_dir` to `<out_dir>/<name>[.<mode>].tflite`."""
+    """Converts each of `model.tflite_signatures()` of `saved_model_dir`.
+
+    Returns:
+        `[path, (signature, path), ...]`: `serving_default` goes to
+        `<out_dir>/<name>[.<mode>].tflite`, any other signature to
+        `<out_dir>/<name>.<signature>[.<mode>].tflite`.
+    """
     quantize = Quantize(quantize)
-    flatbuffer = convert(
-        saved_model_dir, "serving_default", quantize,
-        representative_data=lambda: model.representative_inputs(), int8_io=int8_io,
-    )
     suffix = "" if quantize is Quantize.NONE else f".{quantize.value}"
-    path = pathlib.Path(out_dir) / f"{name}{suffix}.tflite"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(flatbuffer)
-    return path
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for signature in model.tflite_signatures():
+        flatbuffer = convert(
+            saved_model_dir, signature, quantize,
+            representative_data=lambda: model.representative_inputs(signature), int8_io=int8_io,
+        )
+        infix = "" if signature == "serving_default" else f".{signature}"
+        path = out_dir / f"{name}{infix}{suffix}.tflite"
+        path.write_bytes(flatbuffer)
+        written.append(path if signature == "serving_default" else (signature, path))
+    return written
 
 
 __all__ = [

@@ -16,7 +16,7 @@ def golden(family, preset, steps=2, batch=16):
     return last_json_line(run_python(code).stdout)
 
 
-@pytest.mark.parametrize("family, preset", [("dcgan", "dcgan_tiny")])
+@pytest.mark.parametrize("family, preset", [("dcgan", "dcgan_tiny"), ("vae", "vae_tiny")])
 def test_mirrored_two_replicas_equal_one_device(family, preset):
     result = golden(family, preset)
     assert result["replicas"] == 2

@@ -7,8 +7,9 @@ Public API:
 """
 
 from zoo.dcgan import DCGAN
+from zoo.vae import VAE
 
-FAMILIES = {"dcgan": DCGAN}
+FAMILIES = {"dcgan": DCGAN, "vae": VAE}
 
 
 def _family(family):
@@ -42,4 +43,4 @@ def default_preset(family):
     return next(iter(_family(family).presets))
 
 
-__all__ = ["DCGAN", "FAMILIES", "default_preset", "get_model", "list_presets"]
+__all__ = ["DCGAN", "FAMILIES", "VAE", "default_preset", "get_model", "list_presets"]

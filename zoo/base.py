@@ -11,11 +11,19 @@ module owns what is easy to get wrong about that under `tf.distribute`
   (item 3);
 * losses are reduced over the GLOBAL batch (item 5) and noise is drawn per
   replica from a stateless seed (item 6), so one device and N replicas run
-  the same arithmetic on the same numbers.
+  the same arithmetic on the same numbers;
+* `fit` works under `MultiWorkerMirroredStrategy` (item 8), through two
+  overrides of Keras' TensorFlow trainer that act only in multi-worker mode.
 """
 
 import keras
 import tensorflow as tf
+# The predicate Keras itself uses to pick the multi-worker reductions that
+# fail (keras/src/backend/tensorflow/trainer.py); the overrides below fire
+# exactly when it does.
+from keras.src.backend.tensorflow.trainer import (
+    _collective_all_reduce_multi_worker as _multi_worker,
+)
 
 
 def global_mean(per_example):
@@ -119,6 +127,10 @@ class GenerativeModel(keras.Model):
         """The sub-networks whose variables the exported signatures use."""
         raise NotImplementedError
 
+    def tflite_signatures(self):
+        """Signatures converted to LiteRT files (random ops stay SavedModel-only)."""
+        return ("serving_default",)
+
     # ---- shared machinery -------------------------------------------------
     @property
     def train_steps(self):
@@ -162,6 +174,38 @@ class GenerativeModel(keras.Model):
                 opt.build(network.trainable_variables)
                 setattr(self, name, opt)
 
+    # ---- multi-worker `fit` (keras-team/keras#20585) --------------------
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Upstream builds from the first distributed batch MEAN-reduced in
+        # eager mode, which the collective strategy rejects ("Attempt to
+        # convert a value (PerReplica...)"). Building needs only the shapes
+        # and dtypes, so any local replica's batch does.
+        if iterator is not None and _multi_worker(self.distribute_strategy):
+            local = self.distribute_strategy.experimental_local_results
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(lambda v: local(v)[0], next(it))
+                break
+            iterator = None
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def _make_function(self, step_function):
+        # In multi-worker mode upstream `reduce_per_replica` reduces every
+        # log with `strategy.reduce("MEAN", v, axis=0)`, which fails on the
+        # scalar logs a `train_step`/`test_step` returns ("Invalid reduction
+        # dimension 0"). A `[1]` log reduces to the scalar mean over
+        # replicas: what one device and `MirroredStrategy` log.
+        if not _multi_worker(self.distribute_strategy):
+            return super()._make_function(step_function)
+
+        def rank1(value):
+            value = tf.convert_to_tensor(value)
+            return tf.reshape(value, [1]) if value.shape.rank == 0 else value
+
+        def step_with_rank1_logs(data):
+            return tf.nest.map_structure(rank1, step_function(data))
+
+        return super()._make_function(step_with_rank1_logs)
+
     def get_compile_config(self):
         config = {
             "jit_compile": bool(self.jit_compile),
@@ -182,10 +226,11 @@ class GenerativeModel(keras.Model):
 
     def apply_loss(self, optimizer, tape, loss, network):
         """Scales `loss` (mixed precision), differentiates, applies."""
-        scaled = optimizer.scale_loss(loss)
+        with tape:  # re-enter: the scaling must be on the tape too
+            scaled = optimizer.scale_loss(loss)
         variables = network.trainable_variables
         grads = tape.gradient(scaled, variables)
-        optimizer.apply_gradients(zip(grads, variables))
+        optimizer.apply(grads, variables)
 
     def noise_seed(self, step, stream):
         """Stateless `[2]` seed for draw `stream` of training step `step`.
@@ -196,10 +241,20 @@ class GenerativeModel(keras.Model):
         step = tf.cast(step, tf.int64)
         return tf.stack([tf.constant(self.seed, tf.int64), step * 8 + stream])
 
-    def representative_inputs(self, num_batches=16, batch=8):
-        """Batches of `serving_default` inputs, for int8 calibration."""
+    def representative_inputs(self, signature="serving_default", num_batches=16, batch=8):
+        """Batches of a signature's inputs drawn from the model itself, for int8 calibration.
+
+        `z` inputs get N(0, 1) latents; `images` inputs get the model's own
+        generated images, in the [0, 1] range the signature takes.
+        """
+        _, specs = self.export_endpoints()[signature]
         for i in range(num_batches):
-            yield {"z": self.sample_latents(batch, seed=1000 + i).numpy()}
+            z = self.sample_latents(batch, seed=1000 + i)
+            sources = {"z": lambda: z, "images": lambda: self.generate(z)}
+            unknown = [s.name for s in specs if s.name not in sources]
+            if unknown:
+                raise ValueError(f"no representative data for {signature!r} inputs {unknown}")
+            yield {s.name: sources[s.name]().numpy() for s in specs}
 
     def sample_latents(self, num, seed=0):
         """Deterministic standard-normal latents, `[num, *latent_shape]`."""

@@ -19,6 +19,7 @@ import os
 import pathlib
 import re
 import shutil
+import sys
 import tempfile
 
 import keras
@@ -99,6 +100,14 @@ def validate(config):
     if config.strategy == "multiworker" and "TF_CONFIG" not in os.environ:
         fail("--strategy multiworker needs the TF_CONFIG environment variable (see README)")
     replicas = config.cpu_replicas or 1
+    if config.strategy in ("multiworker", "auto") and "TF_CONFIG" in os.environ:
+        # The per-replica noise slices and global-batch losses assume equal
+        # local batches; tf.data would split an uneven batch unevenly.
+        try:
+            cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
+        except (ValueError, AttributeError):
+            fail("TF_CONFIG is not a JSON object with a 'cluster' (see README)")
+        replicas = len(cluster.get("chief", [])) + len(cluster.get("worker", [])) or 1
     if config.batch_size % replicas:
         fail(f"--batch-size {config.batch_size} does not split evenly over {replicas} replicas")
     try:
@@ -190,11 +199,26 @@ def load_run_config(run_dir, overrides=None):
     return config
 
 
+def xla_supported(strategy):
+    """False for several replicas on CPU devices, where XLA cannot compile the step.
+
+    Seen with 2 logical CPUs: "Trying to access resource ... located in device
+    CPU:1 from device CPU:0". One device, GPUs and TPUs compile.
+    """
+    if strategy.num_replicas_in_sync == 1:
+        return True
+    if all("CPU" in d.upper() for d in strategy.extended.worker_devices):
+        print("note: XLA is off: it cannot compile one step across several CPU devices",
+              file=sys.stderr)
+        return False
+    return True
+
+
 def build_model(config, strategy):
     """The compiled family model of `config`, created in `strategy`'s scope."""
     with strategy.scope():
         model = zoo.get_model(config.model, config.preset, seed=config.seed)
-        model.compile(jit_compile=config.jit)
+        model.compile(jit_compile=config.jit and xla_supported(strategy))
     return model
 
 
@@ -242,16 +266,23 @@ def run(config, resume_dir=None, verbose="auto"):
     validate(config)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(config.precision)
+    worker_dir = None
     try:
         keras.utils.set_random_seed(config.seed)
         strategy = make_strategy(config)
         chief = is_chief(strategy)
-        if resume_dir is not None:
+        if not chief:
+            # Other workers write to a temporary folder removed at the end
+            # (also on failure), never to the chief's run directory; resuming,
+            # they start from a copy of its backup so that every worker
+            # restores the same state.
+            run_dir = worker_dir = pathlib.Path(tempfile.mkdtemp(prefix="zoo-worker-"))
+            if resume_dir is not None and (pathlib.Path(resume_dir) / "backup").is_dir():
+                shutil.copytree(pathlib.Path(resume_dir) / "backup", run_dir / "backup")
+        elif resume_dir is not None:
             run_dir = pathlib.Path(resume_dir)
-        elif chief:
-            run_dir = new_run_dir(config.outdir, config)
         else:
-            run_dir = pathlib.Path(tempfile.mkdtemp(prefix="zoo-worker-"))
+            run_dir = new_run_dir(config.outdir, config)
         (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
 
         arrays = zoo_data.load_arrays(config.data, config.data_dir or None)
@@ -276,8 +307,8 @@ def run(config, resume_dir=None, verbose="auto"):
                 from export import export_model
 
                 exports = export_model(model, run_dir / "export", config.preset, quantize=config.quantize)
-        else:
-            shutil.rmtree(run_dir, ignore_errors=True)
         return RunResult(run_dir, history.history, exports)
     finally:
+        if worker_dir is not None:
+            shutil.rmtree(worker_dir, ignore_errors=True)
         keras.mixed_precision.set_global_policy(previous_policy)

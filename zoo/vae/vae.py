@@ -1,0 +1,306 @@
+"""Convolutional VAE as a `keras.Model` with its own `train_step` and `test_step`."""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from zoo import base
+from zoo.vae.vae_losses import bernoulli_nll, gaussian_kl, gaussian_nll, log_normal
+from zoo.vae.vae_networks import Sampling, build_decoder, build_encoder
+from zoo.vae.vae_presets import VAE_PRESETS
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+def to_unit_range(images):
+    """[-1, 1] dataset images -> float32 [0, 1]."""
+    return tf.clip_by_value((tf.cast(images, tf.float32) + 1.0) * 0.5, 0.0, 1.0)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class VAE(base.GenerativeModel):
+    """Variational autoencoder (Kingma & Welling 2014), trained with `fit`.
+
+    The encoder gives a diagonal Gaussian q(z|x), a reparameterized draw
+    `z = mu + eps * sigma` feeds the decoder, and each step minimizes
+    `reconstruction + beta * KL(q(z|x) || N(0, I))` per image, in nats.
+    Losses are reduced over the global batch and `eps` is drawn per replica,
+    so `fit` under any `tf.distribute` strategy matches one device.
+
+    Image ranges: what `make_dataset` yields, [-1, 1], goes into `fit`,
+    `evaluate`, `call` and `iwae_nll`; the networks, `generate`,
+    `reconstruct` and the exported signatures use [0, 1].
+
+    Args:
+        latent_dim: size of the latent vector `z`.
+        image_size: side of the square images, a power of two >= 8.
+        channels: image channels (1 or 3).
+        base_filters: width of the networks (see `vae_networks`).
+        beta: weight of the KL term; 1 is the plain VAE.
+        likelihood: "bernoulli" (binary cross-entropy on [0, 1] pixels) or
+            "gaussian" (squared error with fixed `gaussian_sigma`).
+        gaussian_sigma: pixel standard deviation of the Gaussian likelihood,
+            on the [0, 1] scale.
+        kl_warmup_steps: the KL weight ramps linearly from 0 to `beta` over
+            this many steps; 0 disables the warm-up.
+        seed: base seed of the training noise.
+        **kwargs: `keras.Model` arguments such as `name`.
+
+    Example:
+
+    ```python
+    model = zoo.VAE.from_preset("vae_tiny")
+    model.compile()  # Adam(1e-3)
+    model.fit(zoo.data.make_dataset("fashion_mnist", 32, 1, 64), epochs=1)
+    model.evaluate(zoo.data.make_dataset("fashion_mnist:test", 32, 1, 100))  # neg_elbo in nats
+    images = model.generate(model.sample_latents(16))  # [16, 32, 32, 1] in [0, 1]
+    ```
+    """
+
+    presets = VAE_PRESETS
+    # Images decoded per pass in `iwae_nll`, to bound memory for large k.
+    IWAE_IMAGES_PER_PASS = 4096
+
+    def __init__(
+        self,
+        latent_dim=32,
+        image_size=32,
+        channels=1,
+        base_filters=32,
+        beta=1.0,
+        likelihood="bernoulli",
+        gaussian_sigma=0.1,
+        kl_warmup_steps=0,
+        seed=0,
+        **kwargs,
+    ):
+        super().__init__(seed=seed, **kwargs)
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        if gaussian_sigma <= 0:
+            raise ValueError(f"gaussian_sigma must be > 0, got {gaussian_sigma}")
+        if beta < 0 or kl_warmup_steps < 0:
+            raise ValueError(f"beta and kl_warmup_steps must be >= 0, got {beta}, {kl_warmup_steps}")
+        self.latent_dim = int(latent_dim)
+        self.image_size = int(image_size)
+        self.channels = int(channels)
+        self.base_filters = int(base_filters)
+        self.beta = float(beta)
+        self.likelihood = likelihood
+        self.gaussian_sigma = float(gaussian_sigma)
+        self.kl_warmup_steps = int(kl_warmup_steps)
+        self.encoder = build_encoder(latent_dim, image_size, channels, base_filters)
+        self.decoder = build_decoder(
+            latent_dim, image_size, channels, base_filters,
+            output="logits" if likelihood == "bernoulli" else "mean",
+        )
+        # float32 whatever the policy: float16 `z` would blur log q(z|x) in `iwae_nll`.
+        self.sampling = Sampling(name="sampling", dtype="float32")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.kl_tracker = keras.metrics.Mean(name="kl_loss")
+        self.neg_elbo_tracker = keras.metrics.Mean(name="neg_elbo")
+        self.built = True
+
+    @classmethod
+    def from_preset(cls, preset, **overrides):
+        """Builds the model of a named preset; `overrides` replace its arguments."""
+        if preset not in cls.presets:
+            raise ValueError(
+                f"unknown {cls.__name__} preset {preset!r}; "
+                f"choose from {sorted(cls.presets)}"
+            )
+        return cls(**{**cls.presets[preset]["config"], **overrides})
+
+    @property
+    def latent_shape(self):
+        return (self.latent_dim,)
+
+    @property
+    def image_shape(self):
+        return (self.image_size, self.image_size, self.channels)
+
+    @property
+    def metrics(self):
+        # Our own `loss` tracker; compile() gets no loss, so Keras adds none
+        # that would shadow it (KERAS_PITFALLS item 8b).
+        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker, self.neg_elbo_tracker]
+
+    def optimizer_targets(self):
+        # One optimizer over encoder + decoder: the model's own variables.
+        return {"vae_optimizer": self}
+
+    def default_optimizers(self):
+        return {"vae_optimizer": keras.optimizers.Adam(1e-3, name="vae_optimizer")}
+
+    # ---- inference ------------------------------------------------------------
+    def _decoded_mean(self, out):
+        """Decoder output -> float32 mean image in [0, 1]."""
+        out = tf.cast(out, tf.float32)
+        return tf.sigmoid(out) if self.likelihood == "bernoulli" else out
+
+    def call(self, images, training=False):
+        """Dataset images `[N, H, W, C]` in [-1, 1] -> reconstructions in [-1, 1].
+
+        Decodes the posterior mean, so the result is deterministic.
+        """
+        stats = self.encoder(to_unit_range(images), training=training)
+        return self._decoded_mean(self.decoder(stats["z_mean"], training=training)) * 2.0 - 1.0
+
+    def generate(self, z):
+        return self._decoded_mean(self.decoder(z, training=False))
+
+    def reconstruct(self, images):
+        """Images in [0, 1] -> decoded posterior means in [0, 1], float32."""
+        return self.generate(self.encoder(images, training=False)["z_mean"])
+
+    # ---- losses -----------------------------------------------------------------
+    def _reconstruction_nll(self, targets, out):
+        if self.likelihood == "bernoulli":
+            return bernoulli_nll(targets, out)
+        return gaussian_nll(targets, out, self.gaussian_sigma)
+
+    def _loss_terms(self, images01, eps, training):
+        """Per-example reconstruction NLL and KL `([N], [N])` for noise `eps` `[N, L]`."""
+        stats = self.encoder(images01, training=training)
+        z = self.sampling([stats["z_mean"], stats["z_log_var"], eps])
+        out = self.decoder(z, training=training)
+        return (
+            self._reconstruction_nll(images01, out),
+            gaussian_kl(stats["z_mean"], stats["z_log_var"]),
+        )
+
+    def kl_weight(self, step):
+        """The KL weight at training step `step`: `beta`, ramped up during warm-up."""
+        if not self.kl_warmup_steps:
+            return tf.constant(self.beta, tf.float32)
+        ramp = tf.minimum(1.0, tf.cast(step, tf.float32) / self.kl_warmup_steps)
+        return self.beta * ramp
+
+    def _update_trackers(self, recon, kl, weight):
+        # Per-example values: each Mean counts images, so a short last batch
+        # and unequal replicas are weighted right; Keras sums replicas' states.
+        self.loss_tracker.update_state(recon + weight * kl)
+        self.reconstruction_tracker.update_state(recon)
+        self.kl_tracker.update_state(kl)
+        self.neg_elbo_tracker.update_state(recon + kl)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        images = to_unit_range(data[0] if isinstance(data, (tuple, list)) else data)
+        batch = base.batch_size_of(images)
+        step = self.vae_optimizer.iterations
+        eps = base.replica_normal(batch, self.latent_shape, self.noise_seed(step, 0))
+        weight = self.kl_weight(step)
+        with tf.GradientTape() as tape:
+            recon, kl = self._loss_terms(images, eps, training=True)
+            loss = base.global_mean(recon + weight * kl)
+        self.apply_loss(self.vae_optimizer, tape, loss, self)
+        return self._update_trackers(recon, kl, weight)
+
+    def test_step(self, data):
+        """Logs `neg_elbo`, the negative ELBO in nats per image (one `eps` draw)."""
+        images = to_unit_range(data[0] if isinstance(data, (tuple, list)) else data)
+        batch = base.batch_size_of(images)
+        step = self.vae_optimizer.iterations
+        # A stream training never uses: evaluation is repeatable for given weights.
+        eps = base.replica_normal(batch, self.latent_shape, self.noise_seed(step, 1))
+        recon, kl = self._loss_terms(images, eps, training=False)
+        return self._update_trackers(recon, kl, self.kl_weight(step))
+
+    def iwae_nll(self, images, k=64, seed=0):
+        """Importance-weighted estimate of `-log p(x)` (Burda et al. 2016), nats per image.
+
+        `-log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x)` with `z_i ~ q(z|x)`. It
+        is an upper bound of the true NLL that tightens as `k` grows; `k=1`
+        is a one-sample estimate of the negative ELBO.
+
+        Args:
+            images: `[N, H, W, C]` in [-1, 1], as `make_dataset` yields.
+            k: importance samples per image.
+            seed: integer seed of the samples.
+
+        Returns:
+            `[N]` float32.
+
+        Example:
+
+        ```python
+        images = next(iter(zoo.data.make_dataset("fashion_mnist:test", 32, 1, 100)))
+        nll = tf.reduce_mean(model.iwae_nll(images, k=1000))
+        ```
+        """
+        images = to_unit_range(images)
+        batch = int(images.shape[0])
+        stats = self.encoder(images, training=False)
+        eps = tf.random.stateless_normal([batch, k, self.latent_dim], seed=[seed, 0])
+        per_pass = max(1, self.IWAE_IMAGES_PER_PASS // batch)
+        log_w = [
+            self._log_weights(images, stats["z_mean"], stats["z_log_var"], eps[:, i : i + per_pass])
+            for i in range(0, k, per_pass)
+        ]
+        log_w = tf.concat(log_w, axis=1)  # [N, k]
+        return -(tf.reduce_logsumexp(log_w, axis=1) - math.log(k))
+
+    def _log_weights(self, images01, z_mean, z_log_var, eps):
+        """`log p(x|z) + log p(z) - log q(z|x)` `[N, n]` for noise `eps` `[N, n, L]`."""
+        n = eps.shape[1]
+        z_mean, z_log_var = z_mean[:, None], z_log_var[:, None]  # [N, 1, L]
+        z = self.sampling([z_mean, z_log_var, eps])  # [N, n, L]
+        out = self.decoder(tf.reshape(z, [-1, self.latent_dim]), training=False)  # [N * n, H, W, C]
+        targets = tf.repeat(images01, n, axis=0)  # [N * n, H, W, C], image-major like `out`
+        log_px = -tf.reshape(self._reconstruction_nll(targets, out), [-1, n])  # [N, n]
+        return log_px + log_normal(z) - log_normal(z, z_mean, z_log_var)
+
+    # ---- export -------------------------------------------------------------
+    def tflite_signatures(self):
+        return ("serving_default", "encode")
+
+    def export_networks(self):
+        return [self.encoder, self.decoder]
+
+    def export_endpoints(self):
+        latent = self.latent_dim
+        images_spec = tf.TensorSpec([None, *self.image_shape], tf.float32, name="images")
+        z_spec = tf.TensorSpec([None, latent], tf.float32, name="z")
+
+        def decode(z):
+            return {"images": self.generate(z)}
+
+        def encode(images):
+            stats = self.encoder(images, training=False)
+            return {"z_mean": stats["z_mean"], "z_log_var": stats["z_log_var"]}
+
+        def reconstruct(images):
+            return {"images": self.reconstruct(images)}
+
+        def sample(num, seed):
+            z = tf.random.stateless_normal(
+                tf.stack([num, latent]), seed=tf.stack([seed, tf.constant(0, tf.int64)])
+            )
+            return {"images": self.generate(z)}
+
+        return {
+            "serving_default": (decode, [z_spec]),
+            "decode": (decode, [z_spec]),
+            "encode": (encode, [images_spec]),
+            "reconstruct": (reconstruct, [images_spec]),
+            "sample": (
+                sample,
+                [tf.TensorSpec([], tf.int32, name="num"), tf.TensorSpec([], tf.int64, name="seed")],
+            ),
+        }
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "latent_dim": self.latent_dim,
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "base_filters": self.base_filters,
+            "beta": self.beta,
+            "likelihood": self.likelihood,
+            "gaussian_sigma": self.gaussian_sigma,
+            "kl_warmup_steps": self.kl_warmup_steps,
+        }
