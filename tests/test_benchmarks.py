@@ -67,3 +67,50 @@ def test_throughput_smoke(tmp_path, capsys):
     measured = dict(kv for key in MEASURED for kv in numbers(results[key], key))
     bad = {path: v for path, v in measured.items() if not (math.isfinite(v) and v > 0)}
     assert not bad, f"non-positive or non-finite measurements: {bad}"
+
+
+LITERT_SCRIPT = SCRIPT.parent / "litert_modes.py"
+LITERT_MODE_FIELDS = {
+    "tflite_bytes", "size_kib", "size_ratio_vs_none", "convert_s", "quality", "latency",
+}
+
+
+def test_litert_modes_smoke(tmp_path, capsys):
+    """benchmarks/litert_modes.py on dcgan_tiny, 5 fit steps, 4 latency calls (about 25 s)."""
+    spec = importlib.util.spec_from_file_location("litert_modes", LITERT_SCRIPT)
+    litert_modes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(litert_modes)
+    out = tmp_path / "modes.json"
+    returned = litert_modes.main([
+        "--families", "dcgan", "--presets", "dcgan_tiny", "--fit-steps", "5", "--runs", "4",
+        "--rounds", "2", "--warmup", "1", "--json", str(out),
+    ])
+    results = json.loads(out.read_text())
+    assert results == json.loads(json.dumps(returned))
+    printed = capsys.readouterr().out
+    assert "| model | mode |" in printed and "FD change not measured" in printed
+    assert set(results) == {"config", "environment", "fd_change", "families", "wall_time_s"}
+    assert "FD" in results["fd_change"]
+
+    assert set(results["families"]) == {"dcgan"}
+    family = results["families"]["dcgan"]
+    assert family["preset"] == "dcgan_tiny"
+    modes = family["modes"]
+    assert set(modes) == {m.value for m in litert_modes.Quantize}
+    for mode in modes.values():
+        assert set(mode) == LITERT_MODE_FIELDS
+        assert set(mode["quality"]) == {"max_abs_error", "mean_abs_error", "psnr_db"}
+        assert set(mode["latency"]) == {"threads_1", "threads_2"}
+        for latency in mode["latency"].values():
+            assert set(latency) == {"median_ms", "p10_ms", "p90_ms", "ratio_vs_none"}
+    assert modes["none"]["size_ratio_vs_none"] == 1.0
+    assert modes["none"]["quality"]["max_abs_error"] <= 1e-4
+
+    measured = dict(numbers(modes, "modes"))
+    for key in ("saved_model_bytes", "reference_pixel_std"):
+        measured[key] = family[key]
+    measured["wall_time_s"] = results["wall_time_s"]
+    # Errors may be exactly 0 (identical outputs); everything else must be > 0.
+    bad = {path: v for path, v in measured.items()
+           if not math.isfinite(v) or v < 0 or (v == 0 and "_error" not in path)}
+    assert not bad, f"negative, non-finite or zero measurements: {bad}"
