@@ -74,7 +74,8 @@ def main(argv=None):
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    print(f"run directory: {result.run_dir}")
+    if result.run_dir.exists():  # a non-chief worker's temporary folder is gone
+        print(f"run directory: {result.run_dir}")
     for fmt, path in result.exports.items():
         print(f"{fmt}: {path}")
     return 0

@@ -47,6 +47,17 @@ def test_multiworker_dry_run_with_tf_config(capsys, monkeypatch):
     assert dry_run(capsys, "--strategy", "multiworker")[0] == 0
 
 
+def test_multiworker_rejects_uneven_batches_and_time_budgets(capsys, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"worker": ["127.0.0.1:12345", "127.0.0.1:12346"]},
+        "task": {"type": "worker", "index": 0},
+    }))
+    code, _, err = dry_run(capsys, "--strategy", "multiworker", "--batch-size", 33)
+    assert code == 2 and "does not split evenly over 2 replicas" in err
+    code, _, err = dry_run(capsys, "--strategy", "multiworker", "--minutes", 5)
+    assert code == 2 and "--minutes does not work with several workers" in err
+
+
 def test_defaults_resolve_to_the_default_preset(capsys):
     code, out, _ = dry_run(capsys)
     config = json.loads(out)

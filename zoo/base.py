@@ -177,9 +177,10 @@ class GenerativeModel(keras.Model):
     # ---- multi-worker `fit` (keras-team/keras#20585) --------------------
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Upstream builds from the first distributed batch MEAN-reduced in
-        # eager mode, which the collective strategy rejects ("Attempt to
-        # convert a value (PerReplica...)"). Building needs only the shapes
-        # and dtypes, so any local replica's batch does.
+        # eager mode, which the collective strategy rejects for a structured
+        # batch such as `(images, labels)` ("Attempt to convert a value
+        # (PerReplica...)"). Building needs only the shapes and dtypes, so
+        # any local replica's batch does.
         if iterator is not None and _multi_worker(self.distribute_strategy):
             local = self.distribute_strategy.experimental_local_results
             for _, _, it in iterator:

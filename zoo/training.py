@@ -108,6 +108,10 @@ def validate(config):
         except (ValueError, AttributeError):
             fail("TF_CONFIG is not a JSON object with a 'cluster' (see README)")
         replicas = len(cluster.get("chief", [])) + len(cluster.get("worker", [])) or 1
+        if config.minutes:
+            # Each worker would stop by its own clock, at different steps, and
+            # the others would wait in a collective forever.
+            fail("--minutes does not work with several workers; use --epochs/--steps")
     if config.batch_size % replicas:
         fail(f"--batch-size {config.batch_size} does not split evenly over {replicas} replicas")
     try:
