@@ -1,5 +1,5 @@
-"""Export of trained zoo models: SavedModel repositories for TF Serving and
-LiteRT flatbuffers for on-device generation.
+"""Export of trained zoo models: SavedModel repositories for TF Serving,
+LiteRT flatbuffers for on-device generation and ONNX files for ONNX Runtime.
 
 `export_model` is what a training run calls at its end and what
 `python -m export` calls on a run directory or a `.keras` file.
@@ -8,8 +8,12 @@ LiteRT flatbuffers for on-device generation.
 import pathlib
 import tempfile
 
+from export.onnx import export_onnx, require_tf2onnx
 from export.saved_model import export_saved_model, versions, write_models_config
 from export.tflite import Quantize, builtin_ops, convert, custom_ops
+
+
+FORMATS = ("saved_model", "tflite", "onnx")
 
 
 def export_model(model, out_dir, name, formats=("saved_model", "tflite"),
@@ -19,30 +23,36 @@ def export_model(model, out_dir, name, formats=("saved_model", "tflite"),
     Args:
         model: a zoo family model.
         out_dir: export root; SavedModels go to `<out_dir>/saved_model/<name>/<v>/`,
-            LiteRT files to `<out_dir>/tflite/<name>[.<mode>].tflite`.
+            LiteRT files to `<out_dir>/tflite/<name>[.<mode>].tflite`, ONNX
+            to `<out_dir>/onnx/<name>.onnx`.
         name: model name in the repository.
-        formats: any of "saved_model", "tflite".
+        formats: any of "saved_model", "tflite", "onnx" (needs tf2onnx).
         quantize: LiteRT quantization mode.
         int8_io: for int8, integer inputs and outputs.
 
     Returns:
         `{format: path}` of what was written.
     """
-    unknown = set(formats) - {"saved_model", "tflite"}
+    unknown = set(formats) - set(FORMATS)
     if unknown:
-        raise ValueError(f"unknown export format(s) {sorted(unknown)}; use saved_model, tflite")
+        raise ValueError(f"unknown export format(s) {sorted(unknown)}; use {', '.join(FORMATS)}")
     out_dir = pathlib.Path(out_dir)
     written = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        # LiteRT converts from a SavedModel: the repository's, or a temporary one.
-        repository = out_dir / "saved_model" if "saved_model" in formats else pathlib.Path(tmp)
-        saved = export_saved_model(model, repository, name)
-        if "saved_model" in formats:
-            written["saved_model"] = saved
-        if "tflite" in formats:
-            paths = write_tflite(model, saved, out_dir / "tflite", name, quantize, int8_io)
-            written["tflite"] = paths[0]
-            written.update({f"tflite_{sig}": path for sig, path in paths[1:]})
+    if "onnx" in formats:
+        require_tf2onnx()  # a missing tf2onnx fails before anything is written
+    if {"saved_model", "tflite"} & set(formats):
+        with tempfile.TemporaryDirectory() as tmp:
+            # LiteRT converts from a SavedModel: the repository's, or a temporary one.
+            repository = out_dir / "saved_model" if "saved_model" in formats else pathlib.Path(tmp)
+            saved = export_saved_model(model, repository, name)
+            if "saved_model" in formats:
+                written["saved_model"] = saved
+            if "tflite" in formats:
+                paths = write_tflite(model, saved, out_dir / "tflite", name, quantize, int8_io)
+                written["tflite"] = paths[0]
+                written.update({f"tflite_{sig}": path for sig, path in paths[1:]})
+    if "onnx" in formats:
+        written["onnx"] = export_onnx(model, out_dir / "onnx" / f"{name}.onnx")
     return written
 
 
@@ -72,6 +82,6 @@ def write_tflite(model, saved_model_dir, out_dir, name, quantize=Quantize.NONE, 
 
 
 __all__ = [
-    "Quantize", "builtin_ops", "convert", "custom_ops", "export_model",
-    "export_saved_model", "versions", "write_models_config", "write_tflite",
+    "FORMATS", "Quantize", "builtin_ops", "convert", "custom_ops", "export_model",
+    "export_onnx", "export_saved_model", "versions", "write_models_config", "write_tflite",
 ]

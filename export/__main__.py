@@ -2,10 +2,13 @@
 
     python -m export RUN_DIR_OR_KERAS_FILE --format saved_model --output serving
     python -m export RUN_DIR_OR_KERAS_FILE --format tflite --quantize float16 --output tflite
+    python -m export RUN_DIR_OR_KERAS_FILE --format onnx --output onnx
 
 A run directory is read through its `model.keras` (the model name defaults
-to the run's preset); a `.keras` file's name defaults to its stem. Exit
-codes: 0 done, 2 bad arguments or source.
+to the run's preset); a `.keras` file's name defaults to its stem. ONNX
+writes `<output>/<name>.onnx` (`serving_default` only; needs tf2onnx).
+Exit codes: 0 done, 1 tf2onnx missing for --format onnx, 2 bad arguments
+or source.
 """
 
 import argparse
@@ -14,7 +17,7 @@ import pathlib
 import sys
 import tempfile
 
-FORMATS = ("saved_model", "tflite")
+FORMATS = ("saved_model", "tflite", "onnx")
 
 
 def parse_args(argv):
@@ -23,11 +26,15 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n")[0])
     p.add_argument("source", help="a run directory or a .keras file")
     p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--output", required=True, help="model repository (saved_model) or folder (tflite)")
+    p.add_argument("--output", required=True, help="model repository (saved_model) or folder (tflite, onnx)")
     p.add_argument("--name", help="model name (default: the run's preset or the file stem)")
-    p.add_argument("--quantize", default="none", choices=[m.value for m in Quantize])
+    p.add_argument("--quantize", default="none", choices=[m.value for m in Quantize],
+                   help="tflite only")
     p.add_argument("--int8-io", action="store_true", help="with --quantize int8: int8 inputs/outputs")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.format == "onnx" and (args.quantize != "none" or args.int8_io):
+        p.error("--quantize and --int8-io apply to --format tflite, not onnx")
+    return args
 
 
 def resolve_source(source):
@@ -51,10 +58,18 @@ def main(argv=None):
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.format == "onnx":
+        from export.onnx import require_tf2onnx
+
+        try:
+            require_tf2onnx()  # before the slow model load
+        except RuntimeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     import keras
 
     import zoo  # noqa: F401  registers the model classes for loading
-    from export import export_saved_model, write_tflite
+    from export import export_onnx, export_saved_model, write_tflite
 
     try:
         model = keras.saving.load_model(keras_path)
@@ -65,6 +80,9 @@ def main(argv=None):
     output = pathlib.Path(args.output)
     if args.format == "saved_model":
         print(export_saved_model(model, output, name))
+        return 0
+    if args.format == "onnx":
+        print(export_onnx(model, output / f"{name}.onnx"))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         saved = export_saved_model(model, tmp, name)

@@ -130,6 +130,13 @@ class DCGAN(base.GenerativeModel):
     def export_networks(self):
         return [self.generator]
 
+    def serving_model(self):
+        """`z` -> `{"images"}` in [0, 1]: the generator and `to_unit_range` as Keras ops."""
+        z = keras.Input(self.latent_shape, name="z")
+        x = keras.ops.cast(self.generator(z), "float32")  # [N, H, W, C] in [-1, 1]
+        images = keras.ops.clip((x + 1.0) * 0.5, 0.0, 1.0)
+        return keras.Model(z, {"images": images}, name=f"{self.name}_serving")
+
     def export_endpoints(self):
         latent = self.latent_dim
 
@@ -137,7 +144,7 @@ class DCGAN(base.GenerativeModel):
             return {"images": self.generate(z)}
 
         def sample(num, seed):
-            z = tf.random.stateless_normal(
+            z = base.stateless_normal(
                 tf.stack([num, latent]), seed=tf.stack([seed, tf.constant(0, tf.int64)])
             )
             return {"images": self.generate(z)}

@@ -234,7 +234,7 @@ class VAE(base.GenerativeModel):
         images = to_unit_range(images)
         batch = int(images.shape[0])
         stats = self.encoder(images, training=False)
-        eps = tf.random.stateless_normal([batch, k, self.latent_dim], seed=[seed, 0])
+        eps = base.stateless_normal([batch, k, self.latent_dim], seed=[seed, 0])
         per_pass = max(1, self.IWAE_IMAGES_PER_PASS // batch)
         log_w = [
             self._log_weights(images, stats["z_mean"], stats["z_log_var"], eps[:, i : i + per_pass])
@@ -260,6 +260,13 @@ class VAE(base.GenerativeModel):
     def export_networks(self):
         return [self.encoder, self.decoder]
 
+    def serving_model(self):
+        """`z` -> `{"images"}` in [0, 1]: the decoder and `_decoded_mean` as Keras ops."""
+        z = keras.Input(self.latent_shape, name="z")
+        out = keras.ops.cast(self.decoder(z), "float32")  # Bernoulli logits or Gaussian mean
+        images = keras.ops.sigmoid(out) if self.likelihood == "bernoulli" else out
+        return keras.Model(z, {"images": images}, name=f"{self.name}_serving")
+
     def export_endpoints(self):
         latent = self.latent_dim
         images_spec = tf.TensorSpec([None, *self.image_shape], tf.float32, name="images")
@@ -276,7 +283,7 @@ class VAE(base.GenerativeModel):
             return {"images": self.reconstruct(images)}
 
         def sample(num, seed):
-            z = tf.random.stateless_normal(
+            z = base.stateless_normal(
                 tf.stack([num, latent]), seed=tf.stack([seed, tf.constant(0, tf.int64)])
             )
             return {"images": self.generate(z)}
