@@ -21,4 +21,5 @@ test-all: setup
 	$(PYTHON) -m pytest -q tests
 
 bench: setup
-	$(PYTHON) benchmarks/throughput.py
+	$(PYTHON) benchmarks/throughput.py --repeats 5
+	$(PYTHON) benchmarks/litert_modes.py

@@ -5,8 +5,8 @@
     python train.py --list-presets
 
 Every option is validated before anything heavy runs; `--dry-run` prints the
-resolved config and stops. Exit codes: 0 done, 2 invalid option or data,
-3 non-finite loss (the last backup is kept).
+resolved config and stops. Exit codes: 0 done, 2 invalid option, data or
+unreadable backup, 3 non-finite loss or weight (the last backup is kept).
 """
 
 import argparse
@@ -45,7 +45,7 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     import zoo  # after argparse, so --help is instant
     from zoo import training
-    from zoo.callbacks import NonFiniteLossError
+    from zoo.callbacks import BackupError, NonFiniteLossError
     from zoo.data import DataError
 
     if args.list_presets:
@@ -68,7 +68,7 @@ def main(argv=None):
             print(json.dumps(dataclasses.asdict(config), indent=2))
             return 0
         result = training.run(config, resume_dir=args.resume)
-    except (training.ConfigError, DataError) as e:
+    except (training.ConfigError, DataError, BackupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:

@@ -42,7 +42,7 @@ from export import Quantize, export_model, export_saved_model, write_tflite
 from export import saved_model as saved_model_module
 from export.warmup import WARMUP_FILE, warmup_logs, write_warmup
 from helpers import run_python
-from zoo import data
+from zoo import base, data
 
 NAME = "dcgan_tiny"
 EXAMPLES = REPO / "examples"
@@ -92,7 +92,7 @@ def signature_defs(trained):
 
 def _sample_images(model, num, seed):
     """What the `sample` signature computes, through Keras."""
-    z = tf.random.stateless_normal([num, *model.latent_shape], seed=[seed, 0])
+    z = base.stateless_normal([num, *model.latent_shape], seed=[seed, 0])
     return model.generate(z).numpy()
 
 

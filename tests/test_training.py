@@ -117,3 +117,51 @@ def test_nan_weights_stop_the_cli_with_exit_3_and_keep_the_backup(tmp_path, monk
     model.load_weights(next(backup.glob("*.weights.h5")))
     assert all(np.isfinite(w).all() for w in model.get_weights())
     assert int(model.g_optimizer.iterations) == 2
+
+
+class CrashAfterEpoch(keras.callbacks.Callback):
+    """Simulates a crash once `epochs` epochs are backed up."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            raise KeyboardInterrupt("simulated crash")
+
+
+@pytest.fixture
+def crashed_run(tmp_path, monkeypatch):
+    """A run of 3 epochs x 2 steps that crashed after backing up epoch 2 (and 1 as the previous copy)."""
+    make = training.make_callbacks
+    monkeypatch.setattr(training, "make_callbacks", lambda *a, **k: make(*a, **k) + [CrashAfterEpoch(2)])
+    with pytest.raises(KeyboardInterrupt):
+        train.main([*TINY, "--epochs", "3", "--steps", "2", "--outdir", str(tmp_path), "--no-export"])
+    monkeypatch.setattr(training, "make_callbacks", make)
+    run_dir = next(tmp_path.iterdir())
+    backup = run_dir / "backup"
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 2
+    copies = [backup / "latest.weights.h5", backup / "latest.weights.h5.bkp"]  # Keras' names
+    assert all(p.is_file() for p in copies)
+    return run_dir, copies
+
+
+def test_corrupt_latest_backup_falls_back_to_the_previous_copy(crashed_run, capsys):
+    run_dir, (latest, _) = crashed_run
+    latest.write_bytes(b"corrupted")
+    assert train.main(["--resume", str(run_dir), "--no-export"]) == 0
+    # The previous copy is epoch 1 (2 steps); epochs 2 and 3 then run: 6 steps.
+    assert _iterations(run_dir / "model.keras") == (6, 6)
+
+
+def test_unreadable_backup_is_one_line_and_left_intact(crashed_run, capsys):
+    run_dir, copies = crashed_run
+    for path in copies:
+        path.write_bytes(b"corrupted")
+    code = train.main(["--resume", str(run_dir), "--no-export"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith(f"error: cannot restore the backup in {run_dir / 'backup'}: no readable copy")
+    assert all(p.read_bytes() == b"corrupted" for p in copies)  # nothing overwritten
+    assert not (run_dir / "model.keras").exists()

@@ -47,6 +47,17 @@ def global_mean(per_example):
     return tf.nn.compute_average_loss(per_example)
 
 
+def stateless_normal(shape, seed):
+    """`tf.random.stateless_normal` with the Philox algorithm pinned.
+
+    "auto_select" may pick another generator on another device. Even pinned,
+    an XLA-compiled step draws a different stream for the same runtime seed
+    than the TF kernel (seen on TF 2.21 CPU), so runs with and without
+    `jit_compile` are each deterministic but not equal draw for draw.
+    """
+    return tf.random.stateless_normal(shape, seed=seed, alg="philox")
+
+
 def replica_info():
     """Returns `(replica_id, num_replicas)` in any context."""
     ctx = tf.distribute.get_replica_context()
@@ -71,7 +82,7 @@ def replica_normal(local_batch, shape, seed):
         float32 tensor `[local_batch, *shape]`.
     """
     replica_id, num_replicas = replica_info()
-    noise = tf.random.stateless_normal(
+    noise = stateless_normal(
         [local_batch * num_replicas, *shape], seed=seed
     )  # [B_global, *shape]
     start = replica_id * local_batch
@@ -130,6 +141,29 @@ class GenerativeModel(keras.Model):
     def tflite_signatures(self):
         """Signatures converted to LiteRT files (random ops stay SavedModel-only)."""
         return ("serving_default",)
+
+    def serving_model(self):
+        """`serving_default` as a functional `keras.Model`, for formats that export a model (ONNX).
+
+        Input `z` `[N, *latent_shape]` float32; output `{"images": [N, H, W, C]}`
+        float32 in [0, 1], what `generate(z)` returns. This default wraps
+        `generate` in one layer that holds `export_networks()`; a family
+        may override it with its networks and output mapping as layers.
+        """
+
+        class Generate(keras.layers.Layer):
+            def __init__(self, model, **kwargs):
+                super().__init__(dtype="float32", **kwargs)
+                self.generate_fn = model.generate
+                self.networks = list(model.export_networks())  # tracked: their weights are the wrapper's
+                self.built = True
+
+            def call(self, z):
+                return self.generate_fn(z)
+
+        z = keras.Input(self.latent_shape, name="z")
+        images = Generate(self, name="generate")(z)
+        return keras.Model(z, {"images": images}, name=f"{self.name}_serving")
 
     # ---- shared machinery -------------------------------------------------
     @property
@@ -259,7 +293,7 @@ class GenerativeModel(keras.Model):
 
     def sample_latents(self, num, seed=0):
         """Deterministic standard-normal latents, `[num, *latent_shape]`."""
-        return tf.random.stateless_normal(
+        return stateless_normal(
             [num, *self.latent_shape], seed=[seed, 0]
         )
 

@@ -13,6 +13,31 @@ class NonFiniteLossError(RuntimeError):
     """A logged loss term became NaN or Inf."""
 
 
+class BackupError(RuntimeError):
+    """No backup copy could be restored."""
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` with two copies and a clear failure.
+
+    Keras falls back to the previous copy when the latest is unreadable;
+    when both are, this raises `BackupError` naming the folder instead of
+    h5py's traceback, and leaves the files as they are.
+    """
+
+    def __init__(self, backup_dir, save_freq="epoch"):
+        super().__init__(backup_dir, save_freq=save_freq, double_checkpoint=True)
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except (OSError, ValueError) as e:
+            raise BackupError(
+                f"cannot restore the backup in {self.backup_dir}: no readable copy "
+                f"({str(e).splitlines()[0]})"
+            ) from None
+
+
 def image_grid(images, cols=None):
     """`[N, H, W, C]` floats in [0, 1] -> one uint8 `[rows*H, cols*W, C]` grid."""
     images = np.asarray(images)

@@ -229,10 +229,8 @@ def build_model(config, strategy):
 def make_callbacks(config, run_dir, write):
     """NaN guard first (a bad step is never backed up), then backup, then monitors."""
     result = [zoo_callbacks.NonFiniteGuard()]
-    result.append(keras.callbacks.BackupAndRestore(
-        str(run_dir / "backup"),
-        save_freq=config.backup_every or "epoch",
-        double_checkpoint=True,
+    result.append(zoo_callbacks.BackupAndRestore(
+        str(run_dir / "backup"), save_freq=config.backup_every or "epoch"
     ))
     result.append(zoo_callbacks.Throughput(config.batch_size))
     if write:
