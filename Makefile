@@ -10,9 +10,11 @@ setup:
 	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist)
 	$(PYTHON) -m pip install -q -r requirements.txt
 
-# Train the default model (DC-GAN, Fashion-MNIST) for 20 minutes, then export it.
+MINUTES ?= 20
+
+# Train the default model (DC-GAN, Fashion-MNIST) for $(MINUTES) minutes, then export it.
 train: setup
-	$(PYTHON) train.py --model dcgan --preset dcgan_fashion_mnist --epochs 100 --minutes 20
+	$(PYTHON) train.py --model dcgan --preset dcgan_fashion_mnist --epochs 100 --minutes $(MINUTES)
 
 test: setup
 	$(PYTHON) -m pytest -m "not slow" -q tests

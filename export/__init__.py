@@ -49,8 +49,10 @@ def export_model(model, out_dir, name, formats=("saved_model", "tflite"),
                 written["saved_model"] = saved
             if "tflite" in formats:
                 paths = write_tflite(model, saved, out_dir / "tflite", name, quantize, int8_io)
-                written["tflite"] = paths[0]
-                written.update({f"tflite_{sig}": path for sig, path in paths[1:]})
+                written.update({
+                    "tflite" if sig == "serving_default" else f"tflite_{sig}": path
+                    for sig, path in paths.items()
+                })
     if "onnx" in formats:
         written["onnx"] = export_onnx(model, out_dir / "onnx" / f"{name}.onnx")
     return written
@@ -60,7 +62,7 @@ def write_tflite(model, saved_model_dir, out_dir, name, quantize=Quantize.NONE, 
     """Converts each of `model.tflite_signatures()` of `saved_model_dir`.
 
     Returns:
-        `[path, (signature, path), ...]`: `serving_default` goes to
+        `{signature: path}`: `serving_default` goes to
         `<out_dir>/<name>[.<mode>].tflite`, any other signature to
         `<out_dir>/<name>.<signature>[.<mode>].tflite`.
     """
@@ -68,7 +70,7 @@ def write_tflite(model, saved_model_dir, out_dir, name, quantize=Quantize.NONE, 
     suffix = "" if quantize is Quantize.NONE else f".{quantize.value}"
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    written = {}
     for signature in model.tflite_signatures():
         flatbuffer = convert(
             saved_model_dir, signature, quantize,
@@ -77,7 +79,7 @@ def write_tflite(model, saved_model_dir, out_dir, name, quantize=Quantize.NONE, 
         infix = "" if signature == "serving_default" else f".{signature}"
         path = out_dir / f"{name}{infix}{suffix}.tflite"
         path.write_bytes(flatbuffer)
-        written.append(path if signature == "serving_default" else (signature, path))
+        written[signature] = path
     return written
 
 

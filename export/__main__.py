@@ -86,8 +86,8 @@ def main(argv=None):
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         saved = export_saved_model(model, tmp, name)
-        for written in write_tflite(model, saved, output, name, args.quantize, args.int8_io):
-            print(written if isinstance(written, pathlib.Path) else written[1])
+        for path in write_tflite(model, saved, output, name, args.quantize, args.int8_io).values():
+            print(path)
     return 0
 
 

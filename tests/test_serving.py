@@ -526,7 +526,8 @@ def test_on_device_script_without_tensorflow(trained, litert_python, tmp_path):
     _assert_png_matches(tmp_path / "all.png", expected)
 
     # Full-integer model with int8 inputs and outputs: the script (de)quantizes.
-    int8 = write_tflite(model, paths["saved_model"], tmp_path, NAME, Quantize.INT8, int8_io=True)
+    int8 = write_tflite(model, paths["saved_model"], tmp_path, NAME, Quantize.INT8, int8_io=True)[
+        "serving_default"]
     _run_on_device(litert_python, int8, tmp_path / "int8.png", "--num", num, "--seed", seed, "--batch", 4)
     # test_export allows int8 8 gray levels with float I/O; int8 output and PNG rounding add 1 each.
     error = np.abs(np.asarray(Image.open(tmp_path / "int8.png"), np.float64) / 255 - _expected_grid(expected))
