@@ -121,10 +121,24 @@ class GenerativeModel(keras.Model):
         """Fresh optimizers, by attribute name, used when none are given."""
         raise NotImplementedError
 
+    @classmethod
+    def from_preset(cls, preset, **overrides):
+        """Builds the model of a named preset (`cls.presets`); `overrides` replace its arguments."""
+        if preset not in cls.presets:
+            raise ValueError(
+                f"unknown {cls.__name__} preset {preset!r}; choose from {sorted(cls.presets)}"
+            )
+        return cls(**{**cls.presets[preset]["config"], **overrides})
+
     @property
     def latent_shape(self):
         """Per-example shape of the generator input `z`."""
-        raise NotImplementedError
+        return (self.latent_dim,)
+
+    @property
+    def image_shape(self):
+        """`(H, W, C)` of the images the model takes and makes."""
+        return (self.image_size, self.image_size, self.channels)
 
     def generate(self, z):
         """Images in [0, 1], float32 `[N, H, W, C]`, from latents `z`."""

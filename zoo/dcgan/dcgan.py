@@ -58,24 +58,6 @@ class DCGAN(base.GenerativeModel):
         self.d_fake_tracker = keras.metrics.Mean(name="d_fake")
         self.built = True
 
-    @classmethod
-    def from_preset(cls, preset, **overrides):
-        """Builds the model of a named preset; `overrides` replace its arguments."""
-        if preset not in cls.presets:
-            raise ValueError(
-                f"unknown {cls.__name__} preset {preset!r}; "
-                f"choose from {sorted(cls.presets)}"
-            )
-        return cls(**{**cls.presets[preset]["config"], **overrides})
-
-    @property
-    def latent_shape(self):
-        return (self.latent_dim,)
-
-    @property
-    def image_shape(self):
-        return (self.image_size, self.image_size, self.channels)
-
     @property
     def metrics(self):
         return [self.d_loss_tracker, self.g_loss_tracker, self.d_real_tracker, self.d_fake_tracker]
