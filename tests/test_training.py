@@ -52,6 +52,11 @@ def test_run_writes_a_complete_run_directory(tmp_path):
     assert len(result.history["d_loss"]) == 2 and result.history["images_per_sec"][0] > 0
     again = training.run(config, verbose=0)
     assert again.run_dir.name == "00001-dcgan-dcgan_tiny"
+    # The same seed gives the same losses and the same samples.
+    for key in ("d_loss", "g_loss", "d_real", "d_fake"):
+        assert again.history[key] == result.history[key], key
+    for png in ("samples-0001.png", "samples-0002.png"):
+        assert (again.run_dir / "samples" / png).read_bytes() == (result.run_dir / "samples" / png).read_bytes()
 
 
 def test_killed_run_resumes_with_both_optimizers_in_a_new_process(tmp_path):
