@@ -53,3 +53,23 @@ def last_json_line(text):
         except ValueError:
             continue
     raise AssertionError(f"no JSON line in output:\n{text[-2000:]}")
+
+
+def trained_tiny_dcgan(arrays, steps=100):
+    """`dcgan_tiny` after `steps` Adam(1e-3) steps on Fashion-MNIST test arrays.
+
+    Parity checks mean something only if the images vary from latent to
+    latent; a few steps with Keras' defaults leave them nearly constant.
+    """
+    import keras
+
+    import zoo
+    from zoo import data
+
+    keras.utils.set_random_seed(0)
+    model = zoo.get_model("dcgan", "dcgan_tiny")
+    model.compile(d_optimizer=keras.optimizers.Adam(1e-3, 0.5), g_optimizer=keras.optimizers.Adam(1e-3, 0.5))
+    model.fit(data.make_dataset("fashion_mnist:test", 32, 1, 32, arrays=arrays),
+              steps_per_epoch=steps, epochs=1, verbose=0)
+    assert model.generate(model.sample_latents(16)).numpy().std(axis=0).mean() > 0.05
+    return model

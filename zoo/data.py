@@ -184,6 +184,11 @@ def to_model_range(images_uint8):
     return tf.cast(images_uint8, tf.float32) / 127.5 - 1.0
 
 
+def to_unit_range(images):
+    """[-1, 1] images (data or network output) -> float32 [0, 1]."""
+    return tf.clip_by_value((tf.cast(images, tf.float32) + 1.0) * 0.5, 0.0, 1.0)
+
+
 def _resizer(source_hw, size):
     h, w = int(source_hw[0]), int(source_hw[1])
     if (h, w) == (size, size):

@@ -4,14 +4,10 @@ import keras
 import tensorflow as tf
 
 from zoo import base
+from zoo.data import to_unit_range
 from zoo.dcgan.dcgan_networks import build_discriminator, build_generator
 from zoo.dcgan.dcgan_presets import DCGAN_PRESETS
 from zoo.losses import discriminator_logistic_loss, generator_nonsaturating_loss
-
-
-def to_unit_range(images):
-    """[-1, 1] network output -> float32 [0, 1]."""
-    return tf.clip_by_value((tf.cast(images, tf.float32) + 1.0) * 0.5, 0.0, 1.0)
 
 
 @keras.saving.register_keras_serializable(package="zoo")

@@ -6,16 +6,12 @@ import keras
 import tensorflow as tf
 
 from zoo import base
+from zoo.data import to_unit_range
 from zoo.vae.vae_losses import bernoulli_nll, gaussian_kl, gaussian_nll, log_normal
 from zoo.vae.vae_networks import Sampling, build_decoder, build_encoder
 from zoo.vae.vae_presets import VAE_PRESETS
 
 LIKELIHOODS = ("bernoulli", "gaussian")
-
-
-def to_unit_range(images):
-    """[-1, 1] dataset images -> float32 [0, 1]."""
-    return tf.clip_by_value((tf.cast(images, tf.float32) + 1.0) * 0.5, 0.0, 1.0)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
