@@ -6,7 +6,9 @@
 
 Every option is validated before anything heavy runs; `--dry-run` prints the
 resolved config and stops. Exit codes: 0 done, 2 invalid option, data or
-unreadable backup, 3 non-finite loss or weight (the last backup is kept).
+unreadable backup, 3 non-finite loss or weight (the last backup is kept),
+4 a multi-worker run lost a worker or a collective op timed out (the chief's
+last backup is kept; restart every worker with --resume).
 """
 
 import argparse
@@ -17,7 +19,7 @@ import sys
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", help="model family: dcgan | vae")
+    p.add_argument("--model", help="model family: dcgan | vae | stylegan2")
     p.add_argument("--preset", help="named configuration; see --list-presets")
     p.add_argument("--data", help="fashion_mnist | tfds:NAME[:SPLIT] | folder:PATH | npz:PATH")
     p.add_argument("--data-dir", help="tfds data directory")
@@ -27,10 +29,13 @@ def parse_args(argv):
     p.add_argument("--strategy", help="auto | one | mirrored | multiworker | tpu")
     p.add_argument("--cpu-replicas", type=int, help="with mirrored: split the CPU into N devices")
     p.add_argument("--precision", help="float32 | mixed_float16 | mixed_bfloat16")
-    p.add_argument("--jit", action=argparse.BooleanOptionalAction, help="XLA-compile the train step")
+    p.add_argument("--jit", action=argparse.BooleanOptionalAction,
+                   help="XLA-compile the train step (default: on for dcgan and vae, off for stylegan2)")
     p.add_argument("--seed", type=int)
     p.add_argument("--outdir", help="where numbered run directories go (default runs)")
     p.add_argument("--minutes", type=float, help="stop after this much wall time")
+    p.add_argument("--collective-timeout", type=float, metavar="SECONDS",
+                   help="multiworker: fail when a collective op waits longer (default: no limit)")
     p.add_argument("--backup-every", type=int, help="steps between backups (default: each epoch)")
     p.add_argument("--samples", type=int, help="images in the per-epoch sample grid")
     p.add_argument("--export", action=argparse.BooleanOptionalAction, help="export at the end")
@@ -74,7 +79,10 @@ def main(argv=None):
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    if result.run_dir.exists():  # a non-chief worker's temporary folder is gone
+    except training.ClusterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 4
+    if result.run_dir is not None:  # None on a worker other than the chief
         print(f"run directory: {result.run_dir}")
     for fmt, path in result.exports.items():
         print(f"{fmt}: {path}")

@@ -1,7 +1,7 @@
 """Size, latency and quality of every LiteRT quantization mode, per model family.
 
     python benchmarks/litert_modes.py [--families dcgan vae] [--presets dcgan_tiny]
-        [--keras run/model.keras ...] [--runs 300] [--rounds 10] [--json out.json]
+        [--keras run/model.keras ...] [--runs 300] [--rounds 10] [--fd-num 2000] [--json out.json]
 
 For each family's default preset (`zoo.default_preset`; `--presets` picks
 another), or a trained `.keras` file given with `--keras` (its family is the
@@ -22,10 +22,14 @@ Reported per family and mode:
 * quality against the float32 SavedModel on 256 fixed latents (not the
   calibration latents): max and mean absolute pixel error (pixels in [0, 1]; one
   8-bit gray level is 1/255 = 0.0039) and PSNR in dB (peak 1; capped at 200 dB,
-  i.e. identical outputs).
-
-The FD (Frechet distance) change is not measured: the project has no FD metric
-yet (issue 3). It is stated in the output header and the JSON.
+  i.e. identical outputs);
+* FD change: the Frechet distance (`zoo.metrics`, features of the project's
+  Fashion-MNIST classifier, against the first `--fd-num` Fashion-MNIST test
+  images) of the mode's images minus that of the float32 SavedModel's images,
+  both made from the same `--fd-num` (2000) latents of a fixed seed. It says
+  how much sample quality the quantization costs, on the scale of the
+  metric itself (`fd_saved_model` in the JSON). Models the classifier cannot
+  take (not 28/32-pixel grayscale) and `--fd-num 0` get none.
 
 Method: all interpreters (families x modes x thread counts) are built and warmed
 up first, then timed in `--rounds` interleaved rounds; in each round every
@@ -33,7 +37,10 @@ interpreter runs a block of `--runs / --rounds` calls, in an order rotated from
 round to round, so load from other processes hits every mode alike. Latency
 ratios to `none` (JSON only) are medians of per-round ratios of medians.
 
-The defaults took 100 s on a 2-core machine at a load average of 4 (most of it
+The FD column adds about 50 s per family at a load average of 7 (`fd_s` in the
+JSON), most of it the `dynamic` (28 s) and `int8` (13 s) interpreters making
+2,000 images; `--fd-num 0` skips it. Without it the defaults took 100 s
+on a 2-core machine at a load average of 4 (most of it
 the two 50-step fits, exports and conversions); less on an idle one. The
 markdown table goes to stdout, progress to stderr; `--json` also writes every
 number.
@@ -67,7 +74,8 @@ QUALITY_LATENTS = 256
 QUALITY_SEED = 4242  # representative_inputs() calibrates on seeds 1000..1015
 PSNR_CAP_DB = 200.0
 MODES = tuple(Quantize)
-FD_NOTE = "FD change not measured: the project has no FD metric yet (issue 3)."
+FD_SEED = 4243  # neither the calibration nor the quality latents
+FD_BATCH = 250  # latents per SavedModel / interpreter call
 
 
 def parse_args(argv=None):
@@ -88,6 +96,8 @@ def parse_args(argv=None):
                    help="interleaved rounds the runs are split into")
     p.add_argument("--warmup", type=int, default=10, help="untimed calls per interpreter")
     p.add_argument("--seed", type=int, default=0, help="model initialization and shuffle seed")
+    p.add_argument("--fd-num", type=int, default=2000,
+                   help="latents (and real test images) of the FD column; 0 skips it")
     p.add_argument("--json", type=pathlib.Path, help="also write the results here")
     args = p.parse_args(argv)
     for name in ("runs", "rounds", "warmup"):
@@ -95,6 +105,8 @@ def parse_args(argv=None):
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.fit_steps < 0:
         p.error(f"--fit-steps must be >= 0, got {args.fit_steps}")
+    if args.fd_num == 1 or args.fd_num < 0:
+        p.error(f"--fd-num must be 0 (no FD) or >= 2, got {args.fd_num}")
     if args.runs < args.rounds:
         p.error(f"--runs ({args.runs}) must be >= --rounds ({args.rounds})")
     args.preset_of = {f: zoo.default_preset(f) for f in args.families}
@@ -153,16 +165,47 @@ def quality(reference, images):
             "psnr_db": float(psnr)}
 
 
-def convert_family(family, model):
+def fd_setup(model, fd_num):
+    """`(fd_fn, None)` for the FD column, or `(None, reason)` when it cannot be measured.
+
+    `fd_fn(generate)` is the FD against the real test statistics of the
+    images `generate` makes from `fd_num` fixed latents (numpy), in batches.
+    """
+    if not fd_num:
+        return None, "--fd-num 0"
+    from zoo import metrics
+
+    extractor = metrics.get_extractor("fashion_classifier")
+    try:
+        extractor.check_image_shape(model.image_shape)
+    except ValueError as e:
+        return None, str(e)
+    real = metrics.real_statistics(DATA_SPEC, fd_num, model.image_shape, extractor)
+    z = model.sample_latents(fd_num, seed=FD_SEED).numpy()
+
+    def fd_fn(generate):
+        images = np.concatenate([generate(z[i : i + FD_BATCH]) for i in range(0, len(z), FD_BATCH)])
+        return metrics.compare(real, metrics.statistics_of(images, extractor), ("fd",))["fd"]
+
+    return fd_fn, None
+
+
+def convert_family(family, model, fd_num):
     """Exports and converts one model; returns its per-mode results and flatbuffers."""
     from ai_edge_litert.interpreter import Interpreter
 
     z = model.sample_latents(QUALITY_LATENTS, seed=QUALITY_SEED).numpy()
+    fd_start = time.perf_counter()
+    fd_fn, fd_skipped = fd_setup(model, fd_num)
+    fd_seconds = time.perf_counter() - fd_start
     with tempfile.TemporaryDirectory(prefix="zoo-litert-") as tmp:
         saved = export_saved_model(model, tmp, family)
         saved_model_bytes = sum(p.stat().st_size for p in saved.rglob("*") if p.is_file())
-        reference = tf.saved_model.load(str(saved)).signatures["serving_default"]
-        reference = reference(z=tf.constant(z))["images"].numpy()
+        signature = tf.saved_model.load(str(saved)).signatures["serving_default"]
+        reference = signature(z=tf.constant(z))["images"].numpy()
+        fd_start = time.perf_counter()
+        fd_saved = fd_fn(lambda batch: signature(z=tf.constant(batch))["images"].numpy()) if fd_fn else None
+        fd_seconds += time.perf_counter() - fd_start
         flatbuffers, modes = {}, {}
         for mode in MODES:
             start = time.perf_counter()
@@ -170,20 +213,30 @@ def convert_family(family, model):
                                         representative_data=lambda: model.representative_inputs())
             convert_s = time.perf_counter() - start
             interpreter = Interpreter(model_content=flatbuffers[mode], num_threads=max(THREADS))
-            images = interpreter.get_signature_runner("serving_default")(z=z)["images"]
+            runner = interpreter.get_signature_runner("serving_default")
+            images = runner(z=z)["images"]
+            fd_start = time.perf_counter()
+            fd = fd_fn(lambda batch: runner(z=batch)["images"]) if fd_fn else None
+            fd_seconds += time.perf_counter() - fd_start
             modes[mode.value] = {
                 "tflite_bytes": len(flatbuffers[mode]),
                 "size_kib": len(flatbuffers[mode]) / 1024,
                 "size_ratio_vs_none": len(flatbuffers[mode]) / len(flatbuffers[Quantize.NONE]),
                 "convert_s": convert_s,
                 "quality": quality(reference, images),
+                "fd": fd,
+                "fd_change": None if fd is None else fd - fd_saved,
             }
+            fd_text = "" if fd is None else f", FD change {fd - fd_saved:+.3g}"
             progress(f"{family} {mode.value}: {len(flatbuffers[mode]) / 1024:.1f} KiB, "
-                     f"max error {modes[mode.value]['quality']['max_abs_error']:.2e}")
+                     f"max error {modes[mode.value]['quality']['max_abs_error']:.2e}{fd_text}")
     return {
         "saved_model_bytes": saved_model_bytes,
         # How much the reference images vary from latent to latent (0: parity means nothing).
         "reference_pixel_std": float(reference.std(axis=0).mean()),
+        "fd_saved_model": fd_saved,
+        "fd_not_measured": fd_skipped,
+        "fd_s": fd_seconds,  # the FD column's share of the wall time
         "modes": modes,
     }, flatbuffers, z[:1]
 
@@ -254,7 +307,7 @@ def measure(args):
             source = {"preset": preset,
                       "weights": f"random init + {args.fit_steps} fit steps on {DATA_SPEC}"}
         progress(f"{family}: exporting and converting {[m.value for m in MODES]}")
-        results, flatbuffers[family], inputs[family] = convert_family(family, model)
+        results, flatbuffers[family], inputs[family] = convert_family(family, model, args.fd_num)
         families[family] = {**source, **results}
     progress(f"timing {len(args.families) * len(MODES) * len(THREADS)} interpreters, "
              f"{args.runs} calls each")
@@ -267,7 +320,8 @@ def measure(args):
             "families": args.families, "fit_data": DATA_SPEC, "fit_steps": args.fit_steps,
             "fit_batch": FIT_BATCH, "runs": args.runs, "rounds": args.rounds,
             "warmup": args.warmup, "threads": list(THREADS), "quality_latents": QUALITY_LATENTS,
-            "quality_seed": QUALITY_SEED, "seed": args.seed,
+            "quality_seed": QUALITY_SEED, "seed": args.seed, "fd_num": args.fd_num,
+            "fd_seed": FD_SEED,
         },
         "environment": {
             "tensorflow": tf.__version__, "keras": keras.__version__,
@@ -275,10 +329,20 @@ def measure(args):
             "python": platform.python_version(), "cpus": os.cpu_count(),
             "loadavg_start": list(load_start), "loadavg_end": list(os.getloadavg()),
         },
-        "fd_change": FD_NOTE,
+        "fd_change": fd_note(args.fd_num),
         "families": families,
         "wall_time_s": time.perf_counter() - wall_start,
     }
+
+
+def fd_note(fd_num):
+    """What the FD change column holds, for the heading and the JSON."""
+    if not fd_num:
+        return "FD change not measured (--fd-num 0)."
+    return (f"FD change: FD of the mode's images minus FD of the float32 SavedModel's images, "
+            f"both from the same {fd_num} latents (seed {FD_SEED}), against the first {fd_num} "
+            f"{DATA_SPEC} images, features of the project's Fashion-MNIST classifier "
+            f"(zoo.metrics).")
 
 
 def format_table(results):
@@ -297,23 +361,29 @@ def format_table(results):
                 label, mode, f"{r['size_kib']:,.1f}", f"{r['size_ratio_vs_none']:.2f}x",
                 *(latency_cell(r["latency"][f"threads_{n}"]) for n in THREADS),
                 f"{q['max_abs_error']:.2e}", f"{q['mean_abs_error']:.2e}", f"{q['psnr_db']:.1f}",
+                "n/a" if r["fd_change"] is None else f"{r['fd_change']:+.3f}",
             ))
     weights = "; ".join(f"{f}: {fr['weights']}" for f, fr in results["families"].items())
+    fd_saved = "; ".join(
+        f"{f}: {fr['fd_saved_model']:.3f}" if fr["fd_saved_model"] is not None
+        else f"{f}: not measured ({fr['fd_not_measured']})"
+        for f, fr in results["families"].items())
     heading = (
         f"LiteRT quantization modes, batch-1 `serving_default`. Weights: {weights}. "
         f"Latency: median (p10..p90) in ms over {c['runs']} calls in {c['rounds']} interleaved "
         f"rounds, `ai_edge_litert` {env['ai_edge_litert']} signature runner. Quality: against "
         f"the float32 SavedModel on {c['quality_latents']} fixed latents, pixels in [0, 1] "
-        f"(1/255 = 3.9e-03), PSNR with peak 1. **{results['fd_change']}** "
+        f"(1/255 = 3.9e-03), PSNR with peak 1. {results['fd_change']} FD of the SavedModel: "
+        f"{fd_saved}. "
         f"TF {env['tensorflow']}, Keras {env['keras']}, {env['cpus']} CPUs, load average "
         f"{env['loadavg_start'][0]:.2f} -> {env['loadavg_end'][0]:.2f}, "
         f"{results['wall_time_s']:.0f} s."
     )
     header = ("model", "mode", "size KiB", "size vs none",
               *(f"latency {n} thread{'s' * (n > 1)}, ms" for n in THREADS),
-              "max abs error", "mean abs error", "PSNR dB")
+              "max abs error", "mean abs error", "PSNR dB", "FD change")
     lines = [heading, "", "| " + " | ".join(header) + " |",
-             "|---|---|--:|--:|" + "--:|" * len(THREADS) + "--:|--:|--:|"]
+             "|---|---|--:|--:|" + "--:|" * len(THREADS) + "--:|--:|--:|--:|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 

@@ -1,18 +1,26 @@
-"""Training, input and serving throughput of a DC-GAN preset, side by side.
+"""Training, input and serving throughput of the zoo's models and a reference, side by side.
 
     python benchmarks/throughput.py [--preset dcgan_fashion_mnist] [--batch-size 128]
-        [--steps 20] [--repeats 3] [--json out.json]
+        [--steps 20] [--reference-steps 8] [--families vae,...] [--family-preset FAMILY=PRESET]
+        [--repeats 3] [--json out.json]
 
-The defaults cost about 210 CPU-seconds (the default preset trains at 100 to
-300 images/s on 2 CPU cores): a few minutes on an idle 2-core machine, 7 on one
-with a load average of 5. Progress goes to stderr.
+Each round trains every variant for `--steps` steps (the reference for
+`--reference-steps`); warm-up compiles every model with XLA first. With
+`--families vae` the defaults took 6.3 CPU-minutes (15 minutes of wall time at
+a load average of 7 on 2 cores); each further family adds its own XLA
+compilation and rounds. Progress goes to stderr.
 
 One run measures, on real Fashion-MNIST (`zoo.data.make_dataset("fashion_mnist", ...)`):
 
-* training images/s through `model.fit`, XLA off and on;
+* training images/s of the `--preset` DC-GAN through `model.fit`, XLA off and on;
 * the same `train_step` driven by a bare loop (a Python `for` calling a
   `tf.function` of `model.train_step` on batches of the same pipeline), XLA off
   and on; the Keras overhead is the ratio of step times fit / bare;
+* training images/s of every other family in `zoo.FAMILIES` (default preset,
+  float32, batch `--batch-size`) through `model.fit`, XLA off and on;
+* training images/s of the reference: the TensorFlow DCGAN tutorial's
+  `tf.function` loop (`reference_dcgan.py`, batch 256, 28x28); every training
+  variant is also given as a speed ratio to it;
 * the input pipeline alone, iterated without training;
 * the process's peak RSS, and the sizes of the SavedModel folder and the
   `.tflite` file that `export.export_model` writes;
@@ -24,18 +32,22 @@ Method:
   initial weights) and its own pipeline; each is warmed up first, so tracing
   and XLA compilation are never timed.
 * The variants then run in turns (fit, fit+XLA, bare, bare+XLA, pipeline,
-  fit, ...) for `--repeats` rounds, so load from other processes on a shared
-  machine hits all of them alike. Rates are medians over rounds, with the
-  min..max spread; ratios (to `fit` without XLA, and the Keras overhead) are
+  reference, each family's fit and fit+XLA, fit, ...) for `--repeats` rounds,
+  so load from other processes on a shared machine hits all of them alike.
+  Rates are medians over rounds, with the min..max spread; ratios (to the
+  DC-GAN's `fit` without XLA, to the reference, and the Keras overhead) are
   medians of per-round ratios, which cancel load that changes between rounds.
 * Each round starts a fresh iterator, as every `fit` call does, and runs one
   untimed step first: that step fills the shuffle buffer with the whole
   dataset (its time is reported as `pipeline_first_batch_s`). The rates are
   thus steady-state rates within an epoch; `fit`'s per-call setup is not in
   them.
-* Peak RSS covers this whole process: 4 models, 2 XLA compilations and 5
-  pipelines' shuffle buffers, so it bounds one training run from above; the
-  RSS after importing TensorFlow and loading the data is given next to it.
+* Peak RSS covers this whole process: every model, its XLA compilation and
+  its pipeline's shuffle buffer, so it bounds one training run from above;
+  the RSS after importing TensorFlow and loading the data is given next to it.
+* The reference keeps one iterator across rounds, as its loop does (it
+  reshuffles at each epoch's end only), so its rounds need no untimed step;
+  its images are counted per batch (an epoch's last batch holds 96).
 * `fit` steps are timed from `on_train_batch_begin` of step 1 to that of step
   `steps + 1`. That hook runs in the fit loop after the previous step has
   returned, and overriding only `*_batch_begin` keeps Keras' asynchronous
@@ -66,20 +78,45 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
+from benchmarks.reference_dcgan import Reference  # noqa: E402
 from export import export_model  # noqa: E402
 from zoo import data as zoo_data  # noqa: E402
 
 DATA_SPEC = "fashion_mnist"
 LATENCY_THREADS = (1, 2)
 LATENCY_WARMUP = 10
-# Timed variants, in the order they take turns, with their table labels.
-VARIANTS = {
+# The `--preset` DC-GAN's timed variants, in the order they take turns, with their table labels.
+DCGAN_VARIANTS = {
     "fit_xla_off": "training img/s: fit, XLA off",
     "fit_xla_on": "training img/s: fit, XLA on",
     "bare_xla_off": "training img/s: bare tf.function loop, XLA off",
     "bare_xla_on": "training img/s: bare tf.function loop, XLA on",
     "data_pipeline": "input img/s: data pipeline alone",
 }
+REFERENCE = "reference"
+JITS = (("off", False), ("on", True))
+
+
+def variant_labels(families):
+    """Table label of every timed variant, in turn order.
+
+    Args:
+        families: `{family: preset}` timed through `fit` besides the DC-GAN.
+    """
+    labels = {**DCGAN_VARIANTS,
+              REFERENCE: "training img/s: reference (TF DCGAN tutorial loop, batch 256, 28x28)"}
+    for family, preset in families.items():
+        for name, _ in family_jits(family):
+            labels[f"{family}_fit_xla_{name}"] = (
+                f"training img/s: {family} `{preset}` fit, XLA {name}")
+    return labels
+
+
+def family_jits(family):
+    """XLA settings timed for a family: a family that trains without XLA by
+    default (StyleGAN2: XLA compiles its step for over 20 minutes on CPU) is
+    timed without it only."""
+    return JITS if zoo.FAMILIES[family].xla_by_default else [j for j in JITS if not j[1]]
 
 
 def parse_args(argv=None):
@@ -90,6 +127,14 @@ def parse_args(argv=None):
                    help="DC-GAN preset; grayscale ones only, the data is Fashion-MNIST")
     p.add_argument("--batch-size", type=int, default=128, help="images per step")
     p.add_argument("--steps", type=int, default=20, help="timed training steps per round")
+    p.add_argument("--reference-steps", type=int, default=8,
+                   help="timed steps per round of the reference (batch 256: 3.7 CPU-s a step)")
+    others = [f for f in zoo.FAMILIES if f != "dcgan"]
+    p.add_argument("--families", default=",".join(others),
+                   help="other families timed through fit, comma-separated (default: all of "
+                        f"{others}; the DC-GAN is --preset)")
+    p.add_argument("--family-preset", action="append", default=[], metavar="FAMILY=PRESET",
+                   help="time another preset than the family's default (repeatable)")
     p.add_argument("--repeats", type=int, default=3, help="rounds; medians are over these")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant (compilation)")
     p.add_argument("--pipeline-batches", type=int, default=0,
@@ -100,7 +145,17 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="model and shuffle seed")
     p.add_argument("--json", type=pathlib.Path, help="also write the results here")
     args = p.parse_args(argv)
-    for name in ("batch_size", "steps", "repeats", "warmup", "latency_runs"):
+    names = [f.strip() for f in args.families.split(",") if f.strip()]
+    bad = [f for f in names if f not in others]
+    if bad:
+        p.error(f"--families: {bad} not among {others}")
+    args.families = {f: zoo.default_preset(f) for f in names}
+    for item in args.family_preset:
+        family, _, preset = item.partition("=")
+        if family not in args.families or preset not in zoo.FAMILIES[family].presets:
+            p.error(f"--family-preset {item!r}: expected FAMILY=PRESET for a family in --families")
+        args.families[family] = preset
+    for name in ("batch_size", "steps", "reference_steps", "repeats", "warmup", "latency_runs"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.pipeline_batches < 0:
@@ -130,31 +185,36 @@ class StepTimer(keras.callbacks.Callback):
 
 @dataclasses.dataclass
 class Variant:
-    """One timed configuration: `run_round()` returns seconds for `units` images."""
+    """One timed configuration: `run_round()` returns `(seconds, images)` of one round."""
 
     name: str
-    run_round: Callable[[], float]
-    units: int
+    run_round: Callable[[], tuple]
     seconds: list = dataclasses.field(default_factory=list)
+    images: list = dataclasses.field(default_factory=list)
+
+    def run(self):
+        seconds, images = self.run_round()
+        self.seconds.append(seconds)
+        self.images.append(images)
 
     def rates(self):
-        return [self.units / s for s in self.seconds]
+        return [n / s for n, s in zip(self.images, self.seconds)]
 
 
-def fresh_model(preset, seed, jit):
+def fresh_model(family, preset, seed, jit):
     """A compiled model with the same initial weights for any `jit`."""
     keras.utils.set_random_seed(seed)  # the initializers draw from the global seed
-    model = zoo.get_model("dcgan", preset, seed=seed)
+    model = zoo.get_model(family, preset, seed=seed)
     model.compile(jit_compile=jit)
     if bool(model.jit_compile) != jit:  # Keras may turn XLA off for unsupported layers
         raise RuntimeError(f"compile(jit_compile={jit}) gave jit_compile={model.jit_compile}")
     return model
 
 
-def fit_variant(make_data, args, jit):
+def fit_variant(family, preset, make_data, args, jit):
     """A `model.fit` variant; returns `(model, run_round)`."""
-    model = fresh_model(args.preset, args.seed, jit)
-    dataset = make_data(repeat=True)
+    model = fresh_model(family, preset, args.seed, jit)
+    dataset = make_data(model.image_size, model.channels, repeat=True)
     # shuffle=False: the dataset shuffles itself.
     model.fit(dataset, epochs=1, steps_per_epoch=args.warmup, shuffle=False, verbose=0)
 
@@ -162,15 +222,15 @@ def fit_variant(make_data, args, jit):
         timer = StepTimer(args.steps)
         model.fit(dataset, epochs=1, steps_per_epoch=args.steps + 2, shuffle=False,
                   verbose=0, callbacks=[timer])
-        return timer.seconds
+        return timer.seconds, args.steps * args.batch_size
 
     return model, run_round
 
 
 def bare_variant(make_data, args, jit):
     """The same step as `fit` runs, from a plain Python loop; returns `run_round`."""
-    model = fresh_model(args.preset, args.seed, jit)
-    dataset = make_data(repeat=True)
+    model = fresh_model("dcgan", args.preset, args.seed, jit)
+    dataset = make_data(model.image_size, model.channels, repeat=True)
     step = tf.function(model.train_step, jit_compile=jit)
     iterator = iter(dataset)
     for _ in range(args.warmup):
@@ -183,12 +243,24 @@ def bare_variant(make_data, args, jit):
         for _ in range(args.steps):
             logs = step(next(iterator))
         float(logs["d_loss"])  # the step has finished once its result is readable
-        return time.perf_counter() - start
+        return time.perf_counter() - start, args.steps * args.batch_size
 
     return run_round
 
 
-def pipeline_variant(make_data, batches, first_batch_seconds):
+def reference_variant(arrays, args):
+    """The TF DCGAN tutorial's loop on the same images; returns `run_round`."""
+    reference = Reference(arrays[0], seed=args.seed)
+    reference.train(steps=args.warmup)
+
+    def run_round():
+        result = reference.train(steps=args.reference_steps)
+        return result["seconds"], result["images"]
+
+    return run_round
+
+
+def pipeline_variant(make_data, batches, batch_size, first_batch_seconds):
     """The input pipeline alone; appends each round's first-batch time to the list given."""
     dataset = make_data(repeat=False)
 
@@ -200,7 +272,7 @@ def pipeline_variant(make_data, batches, first_batch_seconds):
         first_batch_seconds.append(first - start)
         for _ in range(batches):
             next(iterator)
-        return time.perf_counter() - first
+        return time.perf_counter() - first, batches * batch_size
 
     return run_round
 
@@ -257,9 +329,8 @@ def measure(args):
     arrays = zoo_data.load_arrays(DATA_SPEC)
     rss_baseline = peak_rss_mib()
     preset = zoo.DCGAN.presets[args.preset]["config"]
-    image_size, channels = preset["image_size"], preset["channels"]
 
-    def make_data(repeat):
+    def make_data(image_size, channels, repeat):
         return zoo_data.make_dataset(DATA_SPEC, image_size, channels, args.batch_size,
                                      repeat=repeat, seed=args.seed, arrays=arrays)
 
@@ -269,23 +340,27 @@ def measure(args):
     if pipeline_batches < 1:
         raise ValueError(f"--batch-size {args.batch_size} leaves no batch to time in one epoch")
 
-    images = args.steps * args.batch_size
     progress("warming up (tracing, XLA compilation)")
-    fit_off_model, fit_off = fit_variant(make_data, args, jit=False)
-    _, fit_on = fit_variant(make_data, args, jit=True)
+    fit_off_model, fit_off = fit_variant("dcgan", args.preset, make_data, args, jit=False)
+    _, fit_on = fit_variant("dcgan", args.preset, make_data, args, jit=True)
     first_batch_seconds = []
     variants = [
-        Variant("fit_xla_off", fit_off, images),
-        Variant("fit_xla_on", fit_on, images),
-        Variant("bare_xla_off", bare_variant(make_data, args, jit=False), images),
-        Variant("bare_xla_on", bare_variant(make_data, args, jit=True), images),
-        Variant("data_pipeline",
-                pipeline_variant(make_data, pipeline_batches, first_batch_seconds),
-                pipeline_batches * args.batch_size),
+        Variant("fit_xla_off", fit_off),
+        Variant("fit_xla_on", fit_on),
+        Variant("bare_xla_off", bare_variant(make_data, args, jit=False)),
+        Variant("bare_xla_on", bare_variant(make_data, args, jit=True)),
+        Variant("data_pipeline", pipeline_variant(
+            lambda repeat: make_data(preset["image_size"], preset["channels"], repeat),
+            pipeline_batches, args.batch_size, first_batch_seconds)),
+        Variant(REFERENCE, reference_variant(arrays, args)),
     ]
+    for family, family_preset in args.families.items():
+        for name, jit in family_jits(family):
+            _, run_round = fit_variant(family, family_preset, make_data, args, jit=jit)
+            variants.append(Variant(f"{family}_fit_xla_{name}", run_round))
     for r in range(args.repeats):
         for variant in variants:  # interleaved: machine load hits every variant alike
-            variant.seconds.append(variant.run_round())
+            variant.run()
         progress(f"round {r + 1}/{args.repeats}: " + ", ".join(
             f"{v.name} {v.rates()[-1]:,.0f} img/s" for v in variants))
     by_name = {v.name: v for v in variants}
@@ -294,8 +369,9 @@ def measure(args):
     def paired_ratio(numerator, denominator):
         # Per-round ratio of seconds per image, median over rounds.
         return statistics.median(
-            (a / by_name[numerator].units) / (b / by_name[denominator].units)
-            for a, b in zip(by_name[numerator].seconds, by_name[denominator].seconds)
+            (sa / na) / (sb / nb)
+            for sa, na, sb, nb in zip(by_name[numerator].seconds, by_name[numerator].images,
+                                      by_name[denominator].seconds, by_name[denominator].images)
         )
 
     throughput = {}
@@ -307,6 +383,7 @@ def measure(args):
             "max_images_per_sec": max(rates),
             "rounds_images_per_sec": rates,
             "vs_fit_xla_off": paired_ratio("fit_xla_off", v.name),
+            "vs_reference": paired_ratio(REFERENCE, v.name),
         }
     overhead = {f"xla_{j}": paired_ratio(f"fit_xla_{j}", f"bare_xla_{j}") for j in ("off", "on")}
 
@@ -320,7 +397,8 @@ def measure(args):
     return {
         "config": {
             "preset": args.preset, "data": DATA_SPEC, "batch_size": args.batch_size,
-            "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
+            "steps": args.steps, "reference_steps": args.reference_steps,
+            "families": args.families, "repeats": args.repeats, "warmup": args.warmup,
             "pipeline_batches": pipeline_batches, "latency_runs": args.latency_runs,
             "seed": args.seed,
         },
@@ -347,47 +425,46 @@ def format_table(results):
     c, env = results["config"], results["environment"]
     tp = results["throughput"]
     rows = []
-    for name, label in VARIANTS.items():
+
+    def row(label, median, spread="", ratio="", baseline=""):
+        rows.append((label, median, spread, "", ratio, baseline))
+
+    for name, label in variant_labels(c["families"]).items():
         r = tp[name]
         rows.append((
             label, f"{r['images_per_sec']:,.0f}",
             f"{r['min_images_per_sec']:,.0f}..{r['max_images_per_sec']:,.0f}",
-            f"{r['vs_fit_xla_off']:.2f}x", "fit, XLA off",
+            f"{r['vs_reference']:.2f}x", f"{r['vs_fit_xla_off']:.2f}x", "fit, XLA off",
         ))
-    rows.append(("pipeline first batch (shuffle-buffer fill), s",
-                 f"{results['pipeline_first_batch_s']:.2f}", "", "", ""))
+    row("pipeline first batch (shuffle-buffer fill), s", f"{results['pipeline_first_batch_s']:.2f}")
     for jit in ("off", "on"):
-        rows.append((f"Keras overhead, XLA {jit}: fit / bare step time", "", "",
-                     f"{results['keras_overhead'][f'xla_{jit}']:.3f}x", f"bare loop, XLA {jit}"))
-    rows.append(("peak RSS after import and data load, MiB",
-                 f"{results['peak_rss_mib_after_data']:,.0f}", "", "", ""))
-    rows.append(("peak RSS after training, MiB", f"{results['peak_rss_mib_after_training']:,.0f}",
-                 "", "", ""))
-    rows.append(("peak RSS incl. export and LiteRT, MiB", f"{results['peak_rss_mib']:,.0f}",
-                 "", "", ""))
-    rows.append(("SavedModel folder, MiB", f"{results['saved_model_bytes'] / 2**20:.2f}",
-                 "", "", ""))
-    rows.append((".tflite file, MiB", f"{results['tflite_bytes'] / 2**20:.2f}", "", "", ""))
+        row(f"Keras overhead, XLA {jit}: fit / bare step time", "", "",
+            f"{results['keras_overhead'][f'xla_{jit}']:.3f}x", f"bare loop, XLA {jit}")
+    row("peak RSS after import and data load, MiB", f"{results['peak_rss_mib_after_data']:,.0f}")
+    row("peak RSS after training, MiB", f"{results['peak_rss_mib_after_training']:,.0f}")
+    row("peak RSS incl. export and LiteRT, MiB", f"{results['peak_rss_mib']:,.0f}")
+    row("SavedModel folder, MiB", f"{results['saved_model_bytes'] / 2**20:.2f}")
+    row(".tflite file, MiB", f"{results['tflite_bytes'] / 2**20:.2f}")
     lat = results["litert_latency"]
     for n in LATENCY_THREADS:
         r = lat[f"threads_{n}"]
-        rows.append((
-            f"LiteRT batch-1 latency, {n} thread{'s' * (n > 1)}, ms", f"{r['median_ms']:.3f}",
+        row(f"LiteRT batch-1 latency, {n} thread{'s' * (n > 1)}, ms", f"{r['median_ms']:.3f}",
             f"p10..p90 {r['p10_ms']:.3f}..{r['p90_ms']:.3f}",
-            f"{r['median_ms'] / lat['threads_1']['median_ms']:.2f}x", "1 thread",
-        ))
+            f"{r['median_ms'] / lat['threads_1']['median_ms']:.2f}x", "1 thread")
+    families = ", ".join(f"{f} `{p}`" for f, p in c["families"].items()) or "none"
     heading = (
-        f"DC-GAN `{c['preset']}` on {c['data']}, batch {c['batch_size']}: {c['repeats']} "
-        f"interleaved rounds of {c['steps']} steps ({c['pipeline_batches']} batches for the "
-        f"pipeline), medians with min..max, ratios are medians of per-round ratios; LiteRT over "
-        f"{c['latency_runs']} calls. TF {env['tensorflow']}, "
-        f"Keras {env['keras']}, {env['cpus']} CPUs, load average "
+        f"DC-GAN `{c['preset']}` on {c['data']}, batch {c['batch_size']}; other families: "
+        f"{families}; reference: TF DCGAN tutorial, batch 256. {c['repeats']} interleaved "
+        f"rounds of {c['steps']} steps ({c['reference_steps']} for the reference, "
+        f"{c['pipeline_batches']} batches for the pipeline), medians with min..max, ratios are "
+        f"medians of per-round ratios; LiteRT over {c['latency_runs']} calls. "
+        f"TF {env['tensorflow']}, Keras {env['keras']}, {env['cpus']} CPUs, load average "
         f"{env['loadavg_start'][0]:.2f} -> {env['loadavg_end'][0]:.2f}, "
         f"{results['wall_time_s']:.0f} s from data load to the end."
     )
-    header = ("measurement", "median", "spread", "ratio", "ratio baseline")
-    lines = [heading, "", "| " + " | ".join(header) + " |", "|---|--:|--:|--:|---|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    header = ("measurement", "median", "spread", "vs reference", "ratio", "ratio baseline")
+    lines = [heading, "", "| " + " | ".join(header) + " |", "|---|--:|--:|--:|--:|---|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     return "\n".join(lines)
 
 

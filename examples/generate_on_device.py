@@ -9,8 +9,9 @@ tflite` (any quantization mode, float or int8 inputs and outputs):
 
 Latents are N(0, 1) from `numpy.random.default_rng(seed).standard_normal(
 (num, latent_size), dtype=float32)`, the latent size read from the model.
-The `serving_default` signature maps them to images in [0, 1], `--batch` at
-a time (1, as on a phone, by default).
+The file's signature (`serving_default`, or StyleGAN2's `generate`, which
+also takes the truncation `--psi`) maps them to images in [0, 1], `--batch`
+at a time (1, as on a phone, by default).
 
 Grid layout: image `i` at row `i // cols`, column `i % cols`, with
 `cols = ceil(sqrt(N))`; pixels `round(255 * clip(x, 0, 1))`.
@@ -28,7 +29,10 @@ SIGNATURE = "serving_default"
 
 
 def load_runner(model_path, threads=1):
-    """The `serving_default` signature runner of a `.tflite` file.
+    """The generator's signature runner of a `.tflite` file.
+
+    `serving_default` if the file has it, else its only signature (the
+    exporter writes one signature per file, e.g. StyleGAN2's `generate`).
 
     Example:
 
@@ -37,7 +41,10 @@ def load_runner(model_path, threads=1):
     ```
     """
     interpreter = Interpreter(model_path=str(model_path), num_threads=threads)
-    return interpreter.get_signature_runner(SIGNATURE)
+    signatures = list(interpreter.get_signature_list())
+    if SIGNATURE not in signatures and len(signatures) != 1:
+        raise ValueError(f"{model_path}: no {SIGNATURE!r} signature among {signatures}")
+    return interpreter.get_signature_runner(SIGNATURE if SIGNATURE in signatures else signatures[0])
 
 
 def latents(runner, num, seed):
@@ -49,21 +56,31 @@ def latents(runner, num, seed):
     z = latents(runner, 16, seed=0)  # z.shape == (16, latent_size)
     ```
     """
-    (details,) = runner.get_input_details().values()
-    latent_size = int(details["shape_signature"][-1])
+    latent_size = int(runner.get_input_details()["z"]["shape_signature"][-1])
     return np.random.default_rng(seed).standard_normal((num, latent_size), dtype=np.float32)
 
 
-def generate(runner, z, batch=1):
+def _quantize(x, details):
+    """float32 -> the input's dtype (int8 models take quantized inputs)."""
+    x = np.asarray(x, np.float32)
+    if details["dtype"] == np.float32:
+        return x
+    scale, zero_point = details["quantization"]
+    info = np.iinfo(details["dtype"])
+    return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(details["dtype"])
+
+
+def generate(runner, z, batch=1, truncation_psi=1.0):
     """Images `[N, H, W, C]` float32 in [0, 1] from latents `z`.
 
-    Full-integer models take and return int8: `z` is quantized with the
-    input's scale and zero point, the images dequantized with the output's.
+    Full-integer models take and return int8: the inputs are quantized with
+    their scale and zero point, the images dequantized with the output's.
 
     Args:
         runner: a signature runner (`load_runner`).
         z: float32 latents `[N, latent_size]`.
         batch: latents per call; the runner resizes its input to fit.
+        truncation_psi: StyleGAN2's ψ, for signatures that take it.
 
     Returns:
         A float32 array.
@@ -74,18 +91,16 @@ def generate(runner, z, batch=1):
     images = generate(runner, latents(runner, 16, seed=0), batch=4)
     ```
     """
-    ((name, inp),) = runner.get_input_details().items()
+    inputs = runner.get_input_details()
     outputs = runner.get_output_details()
     out_name = "images" if "images" in outputs else next(iter(outputs))
     out = outputs[out_name]
     chunks = []
     for start in range(0, len(z), batch):
-        x = z[start : start + batch]
-        if inp["dtype"] != np.float32:
-            scale, zero_point = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            x = np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(inp["dtype"])
-        y = runner(**{name: x})[out_name]
+        feed = {"z": _quantize(z[start : start + batch], inputs["z"])}
+        if "truncation_psi" in inputs:
+            feed["truncation_psi"] = _quantize(truncation_psi, inputs["truncation_psi"])
+        y = runner(**feed)[out_name]
         if out["dtype"] != np.float32:
             scale, zero_point = out["quantization"]
             y = (y.astype(np.float32) - zero_point) * scale
@@ -112,12 +127,14 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=1, help="latents per interpreter call")
     p.add_argument("--threads", type=int, default=1, help="interpreter CPU threads")
+    p.add_argument("--psi", type=float, default=1.0, help="truncation psi (StyleGAN2 `generate` files)")
     p.add_argument("--out", default="grid.png")
     args = p.parse_args(argv)
     if args.num < 1 or args.batch < 1 or args.threads < 1:
         p.error("--num, --batch and --threads must be positive")
     runner = load_runner(args.model, args.threads)
-    pixels = grid(generate(runner, latents(runner, args.num, args.seed), args.batch))
+    z = latents(runner, args.num, args.seed)
+    pixels = grid(generate(runner, z, args.batch, truncation_psi=args.psi))
     Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(args.out)
     print(args.out)
     return 0

@@ -37,8 +37,7 @@ def float32_model(model):
     Serving and LiteRT get float32 graphs whatever the training policy:
     LiteRT's builtin kernels do not take bfloat16, and clients send float32.
     """
-    layers = [layer for net in model.export_networks() for layer in net.layers]
-    if all(layer.compute_dtype == "float32" for layer in layers):
+    if all(net.compute_dtype == "float32" for net in model.export_networks()):
         return model
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")

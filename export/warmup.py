@@ -8,6 +8,8 @@ signature's `tf.TensorSpec`s:
 
 * float `[None, *latent_shape]` inputs: `model.sample_latents`;
 * float image inputs `[None, H, W, C]`: uniform pixels in [0, 1];
+* float scalars (StyleGAN2's `truncation_psi`): 1.0 and 0.7;
+* `w` (StyleGAN2's per-layer ws): the model's own mapping of latents;
 * integer scalars: `seed` gets the request index, any other (`num`) the
   batch size.
 
@@ -52,6 +54,10 @@ def warmup_inputs(model, signature_name, specs, index):
             value = model.sample_latents(batch, seed=index)
         elif spec.dtype.is_floating and len(shape) == 4:
             value = tf.random.stateless_uniform(shape, seed=[index, 1])
+        elif spec.dtype.is_floating and not shape:  # truncation psi
+            value = 1.0 if index % 2 == 0 else 0.7
+        elif spec.dtype.is_floating and spec.name == "w":  # StyleGAN2 ws
+            value = model.mapping(model.sample_latents(batch, seed=index))
         elif spec.dtype.is_integer and not shape:
             value = index if spec.name == "seed" else batch
         else:

@@ -1,11 +1,12 @@
-"""Smoke test of benchmarks/throughput.py on tiny settings (about 30 s of CPU)."""
+"""Smoke tests of the benchmark scripts on tiny settings, and the reference's architecture."""
 
 import importlib.util
 import json
 import math
 import pathlib
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPT = BENCHMARKS / "throughput.py"
 
 TOP_LEVEL = {
     "config", "environment", "throughput", "pipeline_first_batch_s", "keras_overhead",
@@ -16,13 +17,13 @@ TOP_LEVEL = {
 MEASURED = TOP_LEVEL - {"config", "environment"}
 PER_VARIANT = {
     "images_per_sec", "min_images_per_sec", "max_images_per_sec", "rounds_images_per_sec",
-    "vs_fit_xla_off",
+    "vs_fit_xla_off", "vs_reference",
 }
 
 
-def load_script():
+def load_script(path=SCRIPT):
     # benchmarks/ is a folder of scripts, not a package: load the file itself.
-    spec = importlib.util.spec_from_file_location("throughput", SCRIPT)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -46,7 +47,8 @@ def test_throughput_smoke(tmp_path, capsys):
     out = tmp_path / "bench.json"
     returned = throughput.main([
         "--preset", "dcgan_tiny", "--steps", "3", "--repeats", "1", "--batch-size", "16",
-        "--warmup", "1", "--latency-runs", "3", "--json", str(out),
+        "--warmup", "1", "--latency-runs", "3", "--reference-steps", "1",
+        "--families", "vae", "--family-preset", "vae=vae_tiny", "--json", str(out),
     ])
     results = json.loads(out.read_text())
     assert results == json.loads(json.dumps(returned))
@@ -54,11 +56,14 @@ def test_throughput_smoke(tmp_path, capsys):
 
     assert set(results) == TOP_LEVEL
     assert results["config"]["preset"] == "dcgan_tiny"
-    assert set(results["throughput"]) == set(throughput.VARIANTS)
+    assert results["config"]["families"] == {"vae": "vae_tiny"}
+    assert set(results["throughput"]) == {
+        *throughput.DCGAN_VARIANTS, "reference", "vae_fit_xla_off", "vae_fit_xla_on"}
     for variant in results["throughput"].values():
         assert set(variant) == PER_VARIANT
         assert len(variant["rounds_images_per_sec"]) == 1
     assert results["throughput"]["fit_xla_off"]["vs_fit_xla_off"] == 1.0
+    assert results["throughput"]["reference"]["vs_reference"] == 1.0
     assert set(results["keras_overhead"]) == {"xla_off", "xla_on"}
     assert set(results["litert_latency"]) == {"threads_1", "threads_2"}
     for latency in results["litert_latency"].values():
@@ -83,12 +88,12 @@ def test_litert_modes_smoke(tmp_path, capsys):
     out = tmp_path / "modes.json"
     returned = litert_modes.main([
         "--families", "dcgan", "--presets", "dcgan_tiny", "--fit-steps", "5", "--runs", "4",
-        "--rounds", "2", "--warmup", "1", "--json", str(out),
+        "--rounds", "2", "--warmup", "1", "--fd-num", "200", "--json", str(out),
     ])
     results = json.loads(out.read_text())
     assert results == json.loads(json.dumps(returned))
     printed = capsys.readouterr().out
-    assert "| model | mode |" in printed and "FD change not measured" in printed
+    assert "| model | mode |" in printed and "| FD change |" in printed
     assert set(results) == {"config", "environment", "fd_change", "families", "wall_time_s"}
     assert "FD" in results["fd_change"]
 
@@ -98,19 +103,132 @@ def test_litert_modes_smoke(tmp_path, capsys):
     modes = family["modes"]
     assert set(modes) == {m.value for m in litert_modes.Quantize}
     for mode in modes.values():
-        assert set(mode) == LITERT_MODE_FIELDS
+        assert set(mode) == LITERT_MODE_FIELDS | {"fd", "fd_change"}
         assert set(mode["quality"]) == {"max_abs_error", "mean_abs_error", "psnr_db"}
         assert set(mode["latency"]) == {"threads_1", "threads_2"}
         for latency in mode["latency"].values():
             assert set(latency) == {"median_ms", "p10_ms", "p90_ms", "ratio_vs_none"}
     assert modes["none"]["size_ratio_vs_none"] == 1.0
     assert modes["none"]["quality"]["max_abs_error"] <= 1e-4
+    # float32 LiteRT makes the SavedModel's images: the same FD.
+    assert abs(modes["none"]["fd_change"]) <= 1e-3 * family["fd_saved_model"]
 
     measured = dict(numbers(modes, "modes"))
     for key in ("saved_model_bytes", "reference_pixel_std"):
         measured[key] = family[key]
     measured["wall_time_s"] = results["wall_time_s"]
     # Errors may be exactly 0 (identical outputs); everything else must be > 0.
-    bad = {path: v for path, v in measured.items()
-           if not math.isfinite(v) or v < 0 or (v == 0 and "_error" not in path)}
+    # FD changes are signed (a quantized model may score slightly better).
+    bad = {path: v for path, v in measured.items() if not path.endswith("fd_change")
+           and (not math.isfinite(v) or v < 0 or (v == 0 and "_error" not in path))}
     assert not bad, f"negative, non-finite or zero measurements: {bad}"
+
+
+def test_reference_matches_the_tutorial_parameter_count():
+    """The TF DCGAN tutorial's model summaries, counted by hand from its layer list.
+
+    Generator (no biases but the BN offsets):
+        Dense 100 -> 7*7*256 = 12,544, no bias:      100 * 12,544 = 1,254,400
+        BatchNorm(12,544): gamma, beta, mean, var:     4 * 12,544 =    50,176
+        Conv2DTranspose 256 -> 128, 5x5, no bias:  5*5*256*128 =   819,200
+        BatchNorm(128):                                  4 * 128 =       512
+        Conv2DTranspose 128 -> 64, 5x5, no bias:    5*5*128*64 =   204,800
+        BatchNorm(64):                                    4 * 64 =       256
+        Conv2DTranspose 64 -> 1, 5x5, no bias:        5*5*64*1 =     1,600
+        total 2,330,944, of which the BN moving statistics
+        2 * (12,544 + 128 + 64) = 25,472 are not trainable: 2,305,472 trainable.
+    Discriminator:
+        Conv2D 1 -> 64, 5x5, with bias:           5*5*1*64 + 64 =     1,664
+        Conv2D 64 -> 128, 5x5, with bias:      5*5*64*128 + 128 =   204,928
+        Dense 7*7*128 = 6,272 -> 1, with bias:        6,272 + 1 =     6,273
+        total 212,865, all trainable.
+    """
+    reference_dcgan = load_script(BENCHMARKS / "reference_dcgan.py")
+    generator = reference_dcgan.make_generator()
+    discriminator = reference_dcgan.make_discriminator()
+
+    def trainable(model):
+        return sum(int(v.shape.num_elements()) for v in model.trainable_variables)
+
+    assert generator.count_params() == 2_330_944
+    assert trainable(generator) == 2_305_472
+    assert discriminator.count_params() == 212_865
+    assert trainable(discriminator) == 212_865
+    assert tuple(generator.output_shape) == (None, 28, 28, 1)
+    assert tuple(discriminator.output_shape) == (None, 1)
+
+
+def test_reference_trainer_one_step(fashion_test_arrays):
+    """One tutorial step on real images: counters advance, finite losses, images in [0, 1]."""
+    reference_dcgan = load_script(BENCHMARKS / "reference_dcgan.py")
+    images, _ = fashion_test_arrays
+    reference = reference_dcgan.Reference(images[:512], seed=0)
+    before = [v.numpy().copy() for v in reference.generator.trainable_variables]
+    result = reference.train(steps=1)
+    assert result["steps"] == 1 and result["images"] == 256 and result["seconds"] > 0
+    assert math.isfinite(result["gen_loss"]) and math.isfinite(result["disc_loss"])
+    assert reference.steps == 1 and reference.epochs == 0.5
+    after = reference.generator.trainable_variables
+    moved = [(a.numpy() != b).any() for a, b in zip(after, before)]
+    assert all(moved), "a generator weight did not move"
+    generated = reference.generate(reference.sample_latents(4)).numpy()
+    assert generated.shape == (4, 28, 28, 1)
+    assert generated.min() >= 0.0 and generated.max() <= 1.0
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_time_to_quality_smoke(tmp_path, capsys):
+    """benchmarks/time_to_quality.py: one reference step, dcgan_tiny, 1-s slices, 64-sample FDs."""
+    time_to_quality = load_script(BENCHMARKS / "time_to_quality.py")
+    out, png = tmp_path / "ttq.json", tmp_path / "plots" / "fd.png"
+    returned = time_to_quality.main([
+        "--models", "dcgan,reference", "--preset", "dcgan=dcgan_tiny",
+        "--reference-epochs", str(1 / 235), "--slice-seconds", "1", "--num-samples", "64",
+        "--json", str(out), "--plot", str(png),
+    ])
+    results = json.loads(out.read_text())
+    assert results == json.loads(json.dumps(returned))
+    assert "| model | preset |" in capsys.readouterr().out
+    assert set(results) == {"config", "environment", "complete", "target", "models", "points",
+                            "eval_time_s", "wall_time_s"}
+    assert results["complete"] is True
+    assert results["config"]["models"] == ["reference", "dcgan"]
+    assert results["config"]["presets"] == {"dcgan": "dcgan_tiny"}
+
+    assert set(results["models"]) == {"reference", "dcgan"}
+    for name, model in results["models"].items():
+        assert set(model) == {
+            "preset", "batch_size", "reached_target", "minutes_to_target", "epochs_to_target",
+            "ratio_vs_reference", "training_minutes", "epochs", "images_per_sec", "best_fd",
+            "evaluations",
+        }
+        assert model["evaluations"] >= 1, name
+    reference = results["models"]["reference"]
+    # The target is the reference's own last FD, so it reaches it, at most at its end.
+    assert reference["reached_target"] and reference["ratio_vs_reference"] == 1.0
+    assert reference["minutes_to_target"] <= reference["training_minutes"]
+    assert results["target"]["reference_epochs"] == 256 / 60000  # one step of 256
+
+    points = results["points"]
+    assert {p["model"] for p in points} == {"reference", "dcgan"}
+    for p in points:
+        assert set(p) == {"model", "minutes", "epochs", "images", "fd"}
+    for name in ("reference", "dcgan"):
+        own = [p for p in points if p["model"] == name]
+        assert [p["minutes"] for p in own] == sorted(p["minutes"] for p in own)
+    measured = {f"points[{i}].{k}": p[k] for i, p in enumerate(points) for k in ("minutes", "fd")}
+    measured["target.fd"] = results["target"]["fd"]
+    measured.update({f"{n}.{k}": v for n, m in results["models"].items() for k, v in m.items()
+                     if isinstance(v, float)})
+    bad = {path: v for path, v in measured.items() if not (math.isfinite(v) and v > 0)}
+    assert not bad, f"non-positive or non-finite measurements: {bad}"
+
+    with png.open("rb") as f:
+        assert f.read(8) == PNG_SIGNATURE
+    from PIL import Image
+
+    with Image.open(png) as image:
+        image.verify()
+        assert image.size[0] >= 400 and image.size[1] >= 300

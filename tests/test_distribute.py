@@ -16,11 +16,18 @@ def golden(family, preset, steps=2, batch=16):
     return last_json_line(run_python(code).stdout)
 
 
-@pytest.mark.parametrize("family, preset", [("dcgan", "dcgan_tiny"), ("vae", "vae_tiny")])
+FAMILIES = [("dcgan", "dcgan_tiny"), ("vae", "vae_tiny"), ("stylegan2", "stylegan2_tiny")]
+
+
+@pytest.mark.parametrize("family, preset", FAMILIES)
 def test_mirrored_two_replicas_equal_one_device(family, preset):
     result = golden(family, preset)
     assert result["replicas"] == 2
-    assert all(s == 2 for s in result["steps"])  # every held optimizer took both steps
+    steps = result["steps"]
+    half = len(steps) // 2
+    # Every held optimizer took both steps (StyleGAN2's lazy regularizers add
+    # steps of their own, at step 0), the same number on 1 and 2 replicas.
+    assert steps[:half] == steps[half:] and all(s >= 2 for s in steps), steps
     assert result["weight_change"] > 1e-4  # the steps did move the weights
     # Same global batch, same noise, global-batch losses and synced batch norm:
     # only float summation order differs.
@@ -38,7 +45,14 @@ def _arithmetic_normal(shape, seed):
     return tf.reshape(tf.sin(index * 12.9898 + phase) * 1.7, shape)
 
 
-@pytest.mark.parametrize("family, preset", [("dcgan", "dcgan_tiny"), ("vae", "vae_tiny")])
+def _arithmetic_uniform(shape, seed):
+    """[0, 1) values from the same arithmetic."""
+    import tensorflow as tf
+
+    return tf.math.floormod(_arithmetic_normal(shape, seed) * 43758.5453, 1.0)
+
+
+@pytest.mark.parametrize("family, preset", FAMILIES)
 def test_xla_step_matches_the_plain_step(family, preset, monkeypatch):
     """The step compiles with XLA (static shapes, no Python branching) and computes the same."""
     import keras
@@ -48,6 +62,7 @@ def test_xla_step_matches_the_plain_step(family, preset, monkeypatch):
     from zoo import base
 
     monkeypatch.setattr(base, "stateless_normal", _arithmetic_normal)
+    monkeypatch.setattr(base, "stateless_uniform", _arithmetic_uniform)
 
     keras.utils.set_random_seed(0)
     plain = zoo.get_model(family, preset)
@@ -55,8 +70,17 @@ def test_xla_step_matches_the_plain_step(family, preset, monkeypatch):
     xla.set_weights(plain.get_weights())
     images = images_like(plain, 32)
     logs = {}
+    # StyleGAN2's Adam has beta_1 = 0: its first update is lr * g / (|g| + eps),
+    # +-lr for any gradient, so XLA's different summation order flips the
+    # update of near-zero gradients (seen: 4e-4 on 1 weight matrix). SGD
+    # compares the step's arithmetic itself.
+    optimizers = (
+        {name: keras.optimizers.SGD(1e-3) for name in plain.optimizer_targets()}
+        if family == "stylegan2" else {}
+    )
     for name, model, jit in (("plain", plain, False), ("xla", xla, True)):
-        model.compile(jit_compile=jit)
+        model.compile(jit_compile=jit, **{k: keras.optimizers.get(keras.optimizers.serialize(v))
+                                          for k, v in optimizers.items()})
         logs[name] = model.fit(dataset_of(images, 16), verbose=0).history
     assert xla.jit_compile is True
     for a, b in zip(plain.get_weights(), xla.get_weights()):

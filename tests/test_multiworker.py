@@ -1,8 +1,10 @@
-"""Golden test: `fit` on 2 real worker processes equals one device.
+"""Two real worker processes: `fit` equals one device, and a killed worker's job resumes.
 
 Two processes on 127.0.0.1 form a `MultiWorkerMirroredStrategy` cluster
 (one CPU replica each) and train from the same initial weights on the same
-global batches as a third, one-device process.
+global batches as a third, one-device process. Then `train.py` runs on such
+a cluster, one worker is killed mid-epoch, and both restart from the chief's
+backup.
 """
 
 import json
@@ -18,6 +20,7 @@ import pytest
 
 import zoo
 from conftest import REPO
+from test_training import restorable_backup
 
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "multiworker_worker.py"
 TIMEOUT = 240  # seconds for the whole launch; a hung collective must not hang the suite
@@ -119,3 +122,108 @@ def test_two_workers_equal_one_device(family, preset, tmp_path):
     for key, value in info_one["logs"].items():
         np.testing.assert_allclose(info0["logs"][key], value, rtol=1e-5, err_msg=key)
         assert info1["logs"][key] == info0["logs"][key], key
+
+
+# ---- fault tolerance: a worker killed mid-epoch ------------------------------
+
+TRAIN = ["--strategy", "multiworker", "--preset", "dcgan_tiny", "--batch-size", "16", "--samples", "4",
+         "--no-jit", "--no-export", "--steps", "7", "--backup-every", "5"]
+EPOCHS = 4  # 28 steps; backups at steps 5, 10, ... 25 all fall mid-epoch (7 batches each)
+FAIL_WITHIN = 60  # seconds from the kill until the surviving worker has exited
+
+
+def launch_train(args, log_path, index, ports, tmpdir):
+    """`train.py args` as worker `index` of a 2-worker cluster; TMPDIR shows what it leaves behind."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", "TMPDIR": str(tmpdir)}
+    env["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                                   "task": {"type": "worker", "index": index}})
+    log = open(log_path, "w")
+    return subprocess.Popen([sys.executable, "train.py", *map(str, args)], env=env, cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT), log
+
+
+def run_cluster(args, tmp_path, name):
+    """Both workers of `train.py args`, to the end; returns their exit codes and logs."""
+    tmpdir = tmp_path / f"{name}-tmp"
+    tmpdir.mkdir()
+    ports = free_ports(2)
+    procs = [launch_train(args, tmp_path / f"{name}{i}.log", i, ports, tmpdir) for i in range(2)]
+    codes = run_all(procs)
+    logs = [(tmp_path / f"{name}{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], f"{name}: exit codes {codes} (None: timed out)\n" + "\n".join(l[-3000:] for l in logs)
+    assert not list(tmpdir.iterdir()), "a worker left temporary files"
+    return logs
+
+
+def saved_state(keras_path):
+    """Weights and held-optimizer variables of a saved model."""
+    import keras
+
+    model = keras.saving.load_model(keras_path)
+    optimizers = [getattr(model, name) for name in model.optimizer_targets()]
+    return model.get_weights() + [v.numpy() for opt in optimizers for v in opt.variables], [
+        int(opt.iterations) for opt in optimizers]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_two_workers(tmp_path_factory):
+    """Final state of the same 2-worker run, never interrupted."""
+    tmp_path = tmp_path_factory.mktemp("uninterrupted")
+    run_cluster([*TRAIN, "--epochs", EPOCHS, "--outdir", tmp_path / "runs"], tmp_path, "worker")
+    return saved_state(next((tmp_path / "runs").iterdir()) / "model.keras")
+
+
+@pytest.mark.slow  # 264-323 s each, plus 106 s once for the uninterrupted run (2-core host, load 7-9)
+@pytest.mark.parametrize("victim", [1, 0], ids=["other-worker-killed", "chief-killed"])
+def test_killed_worker_fails_the_job_and_both_resume_from_the_chiefs_backup(
+        victim, tmp_path, uninterrupted_two_workers):
+    outdir = tmp_path / "runs"
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    ports = free_ports(2)
+    procs = [launch_train([*TRAIN, "--epochs", EPOCHS, "--outdir", outdir], tmp_path / f"first{i}.log",
+                          i, ports, tmpdir) for i in range(2)]
+    survivor = procs[1 - victim][0]
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        seen = None
+        while time.monotonic() < deadline and all(p.poll() is None for p, _ in procs):
+            backups = list(outdir.glob("*/backup"))
+            seen = restorable_backup(backups[0]) if backups else None
+            if seen and seen["epoch"] >= 1:
+                break
+            time.sleep(0.05)
+        assert seen and seen["epoch"] >= 1, f"no backup in epoch 1: {seen}"
+        procs[victim][0].kill()
+        killed_at = time.monotonic()
+        try:
+            code = survivor.wait(timeout=FAIL_WITHIN)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"worker {1 - victim} still runs {FAIL_WITHIN} s after worker {victim} was killed")
+        failed_after = time.monotonic() - killed_at
+    finally:
+        run_all(procs)
+    output = (tmp_path / f"first{1 - victim}.log").read_text()
+    last = output.strip().splitlines()[-1]
+    print(f"worker {1 - victim} exited {code} {failed_after:.1f} s after worker {victim} was killed: {last}")
+    assert code == 4, output[-3000:]
+    assert last.startswith("error: lost a worker (") and "restart every worker with --resume" in last
+
+    run_dir = backups[0].parent
+    left = restorable_backup(run_dir / "backup")  # whatever the chief was doing when it died or failed
+    assert left is not None and 0 < left["batches_done"] < 7, left
+    # Only what TensorFlow's autograph writes there, from the process it could not clean up after.
+    left_behind = [p.name for p in tmpdir.iterdir() if not p.name.startswith("__autograph_generated_file")]
+    assert not left_behind, left_behind
+
+    logs = run_cluster(["--resume", run_dir, "--epochs", EPOCHS], tmp_path, "resumed")
+    assert "Skipping variable loading" not in logs[0] + logs[1]
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "config.json", "history.json", "model.keras", "samples", "tensorboard"]  # no backup left
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == [
+        f"samples-{e:04d}.png" for e in range(1, EPOCHS + 1)]
+    state, iterations = saved_state(run_dir / "model.keras")
+    assert iterations == [EPOCHS * 7] * 2  # both optimizers, no step repeated or lost
+    expected, _ = uninterrupted_two_workers
+    for a, b in zip(state, expected):
+        np.testing.assert_array_equal(a, b)

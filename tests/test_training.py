@@ -1,5 +1,7 @@
 """Training runs: the run directory, kill-and-resume in new processes, the NaN guard."""
 
+import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -46,6 +48,8 @@ def test_run_writes_a_complete_run_directory(tmp_path):
         "samples-0001.png", "samples-0002.png"]
     assert list((result.run_dir / "tensorboard").rglob("events.out.tfevents.*"))
     assert not (result.run_dir / "backup").exists()  # a finished run cleans up its backup
+    with pytest.raises(training.ConfigError, match="the run has finished; start a new run"):
+        training.run(training.load_run_config(result.run_dir), resume_dir=result.run_dir)  # would overwrite it
     assert _iterations(result.run_dir / "model.keras") == (6, 6)
     assert result.exports["saved_model"] == result.run_dir / "export/saved_model/dcgan_tiny/1"
     assert result.exports["tflite"].is_file()
@@ -59,34 +63,97 @@ def test_run_writes_a_complete_run_directory(tmp_path):
         assert (again.run_dir / "samples" / png).read_bytes() == (result.run_dir / "samples" / png).read_bytes()
 
 
-def test_killed_run_resumes_with_both_optimizers_in_a_new_process(tmp_path):
-    proc = _train(*TINY, "--epochs", 60, "--steps", 4, "--outdir", tmp_path)
-    metadata = None
+def _metadata(path):
+    """A backup metadata file's content, or None while it is absent or half-written."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def restorable_backup(backup):
+    """The metadata of the copy a resume restores: the newest whose weights match it."""
+    for suffix in ("", ".bkp"):
+        saved = _metadata(backup / f"training_metadata.json{suffix}")
+        weights = backup / f"latest.weights.h5{suffix}"
+        if saved and weights.is_file() and hashlib.sha256(weights.read_bytes()).hexdigest() == saved["weights_sha256"]:
+            return saved
+    return None
+
+
+def _state(keras_path):
+    """Model weights and every held optimizer's variables of a saved run."""
+    model = keras.saving.load_model(keras_path)
+    optimizers = [getattr(model, name) for name in model.optimizer_targets()]
+    return model.get_weights() + [v.numpy() for opt in optimizers for v in opt.variables]
+
+
+def test_run_killed_mid_epoch_resumes_where_it_stopped_in_a_new_process(tmp_path):
+    # 7 batches per epoch, a backup every 5: backups fall mid-epoch until step 35.
+    steps, every = 7, 5
+    proc = _train(*TINY, "--epochs", 100, "--steps", steps, "--backup-every", every,
+                  "--outdir", tmp_path / "killed", "--no-export")
     deadline = time.monotonic() + 300
+    seen = None
     while time.monotonic() < deadline and proc.poll() is None:
-        found = list(tmp_path.glob("*/backup/training_metadata.json"))
-        if found:
-            try:
-                if json.loads(found[0].read_text())["epoch"] >= 2:
-                    metadata = found[0]
-                    break
-            except ValueError:  # caught mid-write
-                pass
-        time.sleep(0.2)
+        found = list((tmp_path / "killed").glob("*/backup"))
+        seen = _metadata(found[0] / "training_metadata.json") if found else None
+        if seen and seen["epoch"] >= 1:
+            break
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert metadata is not None, "the run never backed up two epochs"
-    run_dir = metadata.parents[1]
+    assert seen and seen["epoch"] >= 1, f"no backup in epoch 1 within 300 s: {seen}"
+    run_dir = found[0].parent
     assert not (run_dir / "model.keras").exists()
-    done_epochs = json.loads(metadata.read_text())["epoch"]
+    left = restorable_backup(run_dir / "backup")
+    assert 0 < left["batches_done"] < steps, left  # killed mid-epoch, after a mid-epoch backup
+    epochs = left["epoch"] + 2  # the rest of the interrupted epoch, then one more
 
-    resumed = _train("--resume", run_dir, "--epochs", done_epochs + 2)
+    resumed = _train("--resume", run_dir, "--epochs", epochs)
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err
     assert "Skipping variable loading for optimizer" not in err
-    # Restored iterations continue: 4 steps per epoch for every epoch, none repeated.
-    assert _iterations(run_dir / "model.keras") == ((done_epochs + 2) * 4,) * 2
+
+    config = training.TrainConfig(
+        preset="dcgan_tiny", batch_size=16, samples=4, jit=False, epochs=epochs, steps=steps,
+        backup_every=every, outdir=str(tmp_path / "uninterrupted"), export=False,
+    )
+    uninterrupted = training.run(config, verbose=0)
+    # No batch trained twice or skipped: the step counters end where the uninterrupted run's do.
+    assert _iterations(run_dir / "model.keras") == (epochs * steps,) * 2
+    # The same batches with the same noise in the same order: the same weights and optimizer
+    # state, bit for bit (the same ops on the same numbers).
+    for a, b in zip(_state(run_dir / "model.keras"), _state(uninterrupted.run_dir / "model.keras")):
+        np.testing.assert_array_equal(a, b)
+    # The resumed process logged the rest of the interrupted epoch as that epoch, then the next.
     assert len(json.loads((run_dir / "history.json").read_text())["d_loss"]) == 2
+    assert f"Epoch {epochs - 1}/{epochs}" in out and f"Epoch {epochs - 2}/{epochs}" not in out
+    assert not (run_dir / "backup").exists()
+
+
+def test_plan_fits_finishes_the_interrupted_epoch_first():
+    Position = callbacks.Position
+    assert training.plan_fits(None, 7, 3) == [training.Fit(0, 3, 7, 0)]
+    # Saved at epoch 1, batch 3 (step 10): 4 batches of epoch 1, then epoch 2.
+    assert training.plan_fits(Position(1, 3, 10), 7, 3) == [training.Fit(1, 2, 4, 10), training.Fit(2, 3, 7, 14)]
+    assert training.plan_fits(Position(2, 0, 14), 7, 3) == [training.Fit(2, 3, 7, 14)]
+    # Saved after an epoch's last batch, before its end: the epoch is done.
+    assert training.plan_fits(Position(1, 7, 14), 7, 3) == [training.Fit(2, 3, 7, 14)]
+    # Resumed with no epochs left: nothing to train.
+    assert training.plan_fits(Position(3, 2, 23), 7, 3) == [training.Fit(3, 3, 7, 23)]
+
+
+def test_collective_timeout_needs_several_workers(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    config = training.TrainConfig(preset="dcgan_tiny", collective_timeout=60).resolved()
+    with pytest.raises(training.ConfigError, match="--collective-timeout goes with --strategy multiworker"):
+        training.validate(config)
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    training.validate(dataclasses.replace(config, strategy="multiworker"))
+    with pytest.raises(training.ConfigError, match="--collective-timeout must be >= 0"):
+        training.validate(dataclasses.replace(config, strategy="multiworker", collective_timeout=-1))
 
 
 def test_nan_in_a_loss_names_the_term_and_step():

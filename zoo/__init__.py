@@ -7,9 +7,10 @@ Public API:
 """
 
 from zoo.dcgan import DCGAN
+from zoo.stylegan2 import StyleGAN2
 from zoo.vae import VAE
 
-FAMILIES = {"dcgan": DCGAN, "vae": VAE}
+FAMILIES = {"dcgan": DCGAN, "vae": VAE, "stylegan2": StyleGAN2}
 
 
 def _family(family):
@@ -43,4 +44,4 @@ def default_preset(family):
     return next(iter(_family(family).presets))
 
 
-__all__ = ["DCGAN", "FAMILIES", "VAE", "default_preset", "get_model", "list_presets"]
+__all__ = ["DCGAN", "FAMILIES", "StyleGAN2", "VAE", "default_preset", "get_model", "list_presets"]

@@ -58,6 +58,11 @@ def stateless_normal(shape, seed):
     return tf.random.stateless_normal(shape, seed=seed, alg="philox")
 
 
+def stateless_uniform(shape, seed):
+    """`tf.random.stateless_uniform` in [0, 1) with the Philox algorithm pinned."""
+    return tf.random.stateless_uniform(shape, seed=seed, alg="philox")
+
+
 def replica_info():
     """Returns `(replica_id, num_replicas)` in any context."""
     ctx = tf.distribute.get_replica_context()
@@ -89,6 +94,69 @@ def replica_normal(local_batch, shape, seed):
     return noise[start : start + local_batch]
 
 
+def replica_uniform(local_batch, shape, seed):
+    """Uniform [0, 1) noise for this replica's slice of the global batch (see `replica_normal`)."""
+    replica_id, num_replicas = replica_info()
+    noise = stateless_uniform([local_batch * num_replicas, *shape], seed=seed)  # [B_global, *shape]
+    start = replica_id * local_batch
+    return noise[start : start + local_batch]
+
+
+def cross_replica_mean(value):
+    """Mean of `value` over the replicas (identity on one device).
+
+    For statistics that must be global, such as a running mean updated from
+    batch means: each replica's local batch has the same size, so the mean
+    of the replicas' means is the global-batch mean.
+    """
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return value
+    return ctx.all_reduce(tf.distribute.ReduceOp.MEAN, value)
+
+
+def run_every(step, interval, fn, *args):
+    """Runs `fn(*args)` on every replica when `step % interval == 0`.
+
+    For lazy regularization: `fn` may apply an optimizer update. Under
+    strategies that synchronize through `merge_call` (`MirroredStrategy`,
+    TPU), a `tf.cond` in replica context must not contain one ("merge_call
+    called while defining a new graph"), so the condition is taken in
+    cross-replica context and `fn` re-enters every replica, the way Keras'
+    `LossScaleOptimizer` skips a step. Per-replica tensors must be passed
+    in `args` (a closure would give every replica the first replica's).
+
+    Args:
+        step: scalar integer tensor, the same on every replica.
+        interval: Python int; 1 runs `fn` every step without a condition.
+        fn: function of `args` returning nothing.
+        *args: tensors, per replica.
+    """
+    if interval == 1:
+        fn(*args)
+        return
+
+    def then_true(call):
+        def branch():
+            call()
+            return tf.constant(True)
+        return branch
+
+    pred = tf.equal(tf.math.floormod(step, interval), 0)
+    ctx = tf.distribute.get_replica_context()
+    if (ctx is None or not tf.distribute.has_strategy()
+            or tf.__internal__.distribute.strategy_supports_no_merge_call()):
+        tf.cond(pred, then_true(lambda: fn(*args)), lambda: tf.constant(False))
+        return
+
+    def cross_replica(distribution, pred, *per_replica):
+        pred = distribution.experimental_local_results(pred)[0]
+        run_on_replicas = lambda: distribution.extended.call_for_each_replica(fn, args=per_replica)
+        tf.cond(pred, then_true(run_on_replicas), lambda: tf.constant(False))
+
+    ctx.merge_call(cross_replica, args=(pred, *args))
+
+
 def batch_size_of(images):
     """Static batch size when known (XLA, TPU), else the dynamic one."""
     static = images.shape[0]
@@ -107,6 +175,11 @@ class GenerativeModel(keras.Model):
             fixes every random draw of `train_step`.
         **kwargs: passed to `keras.Model` (`name`, ...).
     """
+
+    # Random draws per training step; `noise_seed(step, stream)` needs stream < this.
+    streams_per_step = 8
+    # Whether `train.py` compiles the step with XLA unless told (`--jit/--no-jit`).
+    xla_by_default = True
 
     def __init__(self, seed=0, **kwargs):
         super().__init__(**kwargs)
@@ -279,7 +352,10 @@ class GenerativeModel(keras.Model):
             scaled = optimizer.scale_loss(loss)
         variables = network.trainable_variables
         grads = tape.gradient(scaled, variables)
-        optimizer.apply(grads, variables)
+        # A regularizer may not depend on some variables (R1 on D's last bias):
+        # skip them, as PyTorch's Adam skips parameters without a gradient.
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
 
     def noise_seed(self, step, stream):
         """Stateless `[2]` seed for draw `stream` of training step `step`.
@@ -287,8 +363,10 @@ class GenerativeModel(keras.Model):
         Derived from the model seed and an optimizer's `iterations`, which a
         backup restores, so a resumed run continues the same noise sequence.
         """
+        if not 0 <= stream < self.streams_per_step:
+            raise ValueError(f"noise stream {stream} outside [0, {self.streams_per_step})")
         step = tf.cast(step, tf.int64)
-        return tf.stack([tf.constant(self.seed, tf.int64), step * 8 + stream])
+        return tf.stack([tf.constant(self.seed, tf.int64), step * self.streams_per_step + stream])
 
     def representative_inputs(self, signature="serving_default", num_batches=16, batch=8):
         """Batches of a signature's inputs drawn from the model itself, for int8 calibration.

@@ -14,13 +14,13 @@ run writes:
 """
 
 import dataclasses
+import functools
 import json
 import os
 import pathlib
 import re
-import shutil
 import sys
-import tempfile
+import typing
 
 import keras
 import tensorflow as tf
@@ -33,11 +33,17 @@ STRATEGIES = ("auto", "one", "mirrored", "multiworker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 # Options that may change when a run is resumed; the rest define the run.
-RESUMABLE_OVERRIDES = ("epochs", "steps", "minutes", "strategy", "cpu_replicas", "jit", "export", "quantize")
+RESUMABLE_OVERRIDES = (
+    "epochs", "steps", "minutes", "strategy", "cpu_replicas", "jit", "export", "quantize", "collective_timeout",
+)
 
 
 class ConfigError(ValueError):
     """An invalid training option."""
+
+
+class ClusterError(RuntimeError):
+    """A worker of a multi-worker run failed or became unreachable."""
 
 
 @dataclasses.dataclass
@@ -54,10 +60,11 @@ class TrainConfig:
     strategy: str = "auto"
     cpu_replicas: int = 0  # >1 splits the CPU into that many mirrored devices
     precision: str = "float32"
-    jit: bool = True  # XLA: 1.27x faster for the default preset on this CPU
+    jit: bool | None = None  # XLA; None = the family's `xla_by_default`
     seed: int = 0
     outdir: str = "runs"
     minutes: float = 0.0  # wall-time budget; 0 = none
+    collective_timeout: float = 0.0  # multi-worker: seconds a collective op may wait; 0 = no limit
     backup_every: int = 0  # steps between backups; 0 = every epoch
     samples: int = 64  # sample grid size
     export: bool = True
@@ -68,6 +75,8 @@ class TrainConfig:
         config = dataclasses.replace(self)
         if config.model in zoo.FAMILIES and not config.preset:
             config.preset = zoo.default_preset(config.model)
+        if config.model in zoo.FAMILIES and config.jit is None:
+            config.jit = zoo.FAMILIES[config.model].xla_by_default
         return config
 
 
@@ -87,8 +96,9 @@ def validate(config):
     for name in ("steps", "backup_every", "cpu_replicas", "samples"):
         if not isinstance(getattr(config, name), int) or getattr(config, name) < 0:
             fail(f"--{name.replace('_', '-')} must be a non-negative integer, got {getattr(config, name)!r}")
-    if config.minutes < 0:
-        fail(f"--minutes must be >= 0, got {config.minutes}")
+    for name in ("minutes", "collective_timeout"):
+        if getattr(config, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
     if config.strategy not in STRATEGIES:
         fail(f"--strategy {config.strategy!r} is unknown; choose from {STRATEGIES}")
     if config.precision not in PRECISIONS:
@@ -99,8 +109,11 @@ def validate(config):
         fail("--cpu-replicas N (N >= 2) goes with --strategy mirrored")
     if config.strategy == "multiworker" and "TF_CONFIG" not in os.environ:
         fail("--strategy multiworker needs the TF_CONFIG environment variable (see README)")
+    multiworker = config.strategy == "multiworker" or (config.strategy == "auto" and "TF_CONFIG" in os.environ)
+    if config.collective_timeout and not multiworker:
+        fail("--collective-timeout goes with --strategy multiworker")
     replicas = config.cpu_replicas or 1
-    if config.strategy in ("multiworker", "auto") and "TF_CONFIG" in os.environ:
+    if multiworker and "TF_CONFIG" in os.environ:
         # The per-replica noise slices and global-batch losses assume equal
         # local batches; tf.data would split an uneven batch unevenly.
         try:
@@ -137,7 +150,13 @@ def make_strategy(config):
             return tf.distribute.MirroredStrategy(_logical_cpus(config.cpu_replicas))
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        # A per-op timeout starts a thread per collective op: seen 1.6x the
+        # step time of dcgan_tiny on 2 workers, hence off by default.
+        return tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=tf.distribute.experimental.CommunicationOptions(
+                timeout_seconds=config.collective_timeout or None
+            )
+        )
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
         tf.config.experimental_connect_to_cluster(resolver)
@@ -222,16 +241,25 @@ def build_model(config, strategy):
     """The compiled family model of `config`, created in `strategy`'s scope."""
     with strategy.scope():
         model = zoo.get_model(config.model, config.preset, seed=config.seed)
-        model.compile(jit_compile=config.jit and xla_supported(strategy))
+        jit = type(model).xla_by_default if config.jit is None else config.jit
+        model.compile(jit_compile=jit and xla_supported(strategy))
     return model
 
 
 def make_callbacks(config, run_dir, write):
-    """NaN guard first (a bad step is never backed up), then backup, then monitors."""
+    """The run's callbacks: NaN guard first (a bad step is never backed up), then backup, then monitors.
+
+    Args:
+        config: the `TrainConfig`.
+        run_dir: the run directory (the chief's), or None for a worker of a
+            new multi-worker run other than the chief.
+        write: this process writes the run directory (the chief).
+    """
     result = [zoo_callbacks.NonFiniteGuard()]
-    result.append(zoo_callbacks.BackupAndRestore(
-        str(run_dir / "backup"), save_freq=config.backup_every or "epoch"
-    ))
+    if run_dir is not None:
+        result.append(zoo_callbacks.BackupAndRestore(
+            str(run_dir / "backup"), save_freq=config.backup_every or "epoch", write=write,
+        ))
     result.append(zoo_callbacks.Throughput(config.batch_size))
     if write:
         result.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
@@ -245,9 +273,143 @@ def make_callbacks(config, run_dir, write):
     return result
 
 
+class DataStream:
+    """The run's training batches as one endless, deterministic stream.
+
+    Epoch `e` is batches `[e * steps_per_epoch, (e + 1) * steps_per_epoch)`
+    of it: with `--steps`, of the shuffled data repeated; without, one pass
+    (the remainder of a pass dropped), reshuffled every pass. A resumed run
+    continues at the batch its backup names.
+
+    `dataset()` starts where `seek()` last pointed when an iterator is
+    created, not when it is built. That matters under a strategy: Keras'
+    `fit` first reads one batch from an iterator of its own to build the
+    model, and every iterator of a reshuffling `tf.data` pipeline advances
+    one shared shuffle seed per pass it enters. A build pass that skipped to
+    batch `step` would enter more passes than in the uninterrupted run and
+    change every later shuffle; seeking only after it keeps them equal.
+
+    Args:
+        config: the `TrainConfig`.
+        model: the family model (its image size and channels).
+        arrays: `(images, labels)` from `zoo.data.load_arrays`.
+    """
+
+    def __init__(self, config, model, arrays):
+        self._repeat_passes = not config.steps
+        self._make = functools.partial(
+            zoo_data.make_dataset, config.data, model.image_size, model.channels,
+            config.batch_size, repeat=bool(config.steps), seed=config.seed, arrays=arrays,
+        )
+        self.steps_per_epoch = config.steps or int(self._make().cardinality())
+        self._start = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def seek(self, step):
+        """Iterators created from now on start at batch `step`."""
+        self._start.assign(step)
+
+    def dataset(self):
+        """A new pipeline: its shuffle seeds restart as in a new run."""
+        batches = self._make()
+        if self._repeat_passes:
+            batches = batches.repeat()
+        return tf.data.Dataset.range(1).flat_map(lambda _: batches.skip(self._start.read_value()))
+
+
+class Fit(typing.NamedTuple):
+    """One `model.fit` call of a run: epochs `[initial_epoch, epochs)` from batch `start` of the stream."""
+
+    initial_epoch: int
+    epochs: int
+    steps_per_epoch: int
+    start: int
+
+
+def plan_fits(position, steps_per_epoch, epochs):
+    """The `fit` calls that run (or continue) a run.
+
+    Args:
+        position: the restored `zoo.callbacks.Position`, or None.
+        steps_per_epoch: batches per epoch.
+        epochs: the run's total epochs.
+
+    Returns:
+        A list of `Fit`: the rest of an interrupted epoch first (`fit` runs
+        the same number of batches every epoch), then the remaining epochs.
+    """
+    if position is None:
+        return [Fit(0, epochs, steps_per_epoch, 0)]
+    epoch, done, step = position.epoch, position.batches_done, position.step
+    fits = []
+    if done >= steps_per_epoch:  # saved after the epoch's last batch
+        epoch += 1
+    elif done and epoch < epochs:
+        fits.append(Fit(epoch, epoch + 1, steps_per_epoch - done, step))
+        epoch, step = epoch + 1, step + steps_per_epoch - done
+    return fits + [Fit(epoch, epochs, steps_per_epoch, step)]
+
+
+class RunCallbacks(keras.callbacks.CallbackList):
+    """The callbacks of a run that may take several `fit` calls (see `plan_fits`).
+
+    They see one training run: `on_train_begin` reaches them at the first
+    `fit` only and `on_train_end` at `end()`, so History, TensorBoard and a
+    time budget span every call.
+
+    Args:
+        callbacks: from `make_callbacks`.
+        stream: the run's `DataStream`.
+        model: the model.
+        verbose: as for `fit`.
+        epochs: the run's total epochs.
+    """
+
+    def __init__(self, callbacks, stream, model, verbose, epochs):
+        super().__init__(
+            callbacks, add_history=True, add_progbar=verbose != 0, model=model,
+            verbose=verbose, epochs=epochs, steps=stream.steps_per_epoch,
+        )
+        self.stream = stream
+        self._fit = None
+        self._began = False
+        self._end_logs = None
+
+    def before_fit(self, fit):
+        """Prepares the callbacks and the data stream for `fit`."""
+        self._fit = fit
+        self.set_params({**self.params, "steps": fit.steps_per_epoch})
+        self.stream.seek(0)  # Keras' build pass reads here, as in an uninterrupted run
+
+    def on_train_begin(self, logs=None):
+        # Every `fit` calls this after its build pass and before it creates
+        # the iterator it trains from.
+        self.stream.seek(self._fit.start)
+        if not self._began:
+            self._began = True
+            super().on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        self._end_logs = logs
+
+    def end(self):
+        """Ends the run for the callbacks (a finished backup is deleted)."""
+        super().on_train_end(self._end_logs)
+
+
+def _collective_failure(error):
+    """What a failed collective op says happened, in one line."""
+    lines = [line.strip() for line in str(error.message).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "aborted by:" in line:
+            cause = line.split("aborted by:", 1)[1].strip()
+            # "...tasks are unhealthy (stopped sending heartbeats):" names them on the next line.
+            return f"{cause} {lines[i + 1]}" if cause.endswith(":") and i + 1 < len(lines) else cause
+    return lines[0] if lines else type(error).__name__
+
+
 @dataclasses.dataclass
 class RunResult:
-    run_dir: pathlib.Path
+    run_dir: pathlib.Path | None  # None on a worker other than the chief: it writes nothing
     history: dict
     exports: dict
 
@@ -263,54 +425,80 @@ def run(config, resume_dir=None, verbose="auto"):
 
     Returns:
         `RunResult` with the run directory, the history and the export paths.
+
+    Raises:
+        ConfigError: an invalid option, or `resume_dir` is a finished run.
+        ClusterError: a multi-worker run lost a worker.
     """
     config = config.resolved()
     validate(config)
+    if resume_dir is not None:
+        resume_dir = pathlib.Path(resume_dir)
+        if (resume_dir / "model.keras").exists() and not (resume_dir / "backup").exists():
+            # Its backup was deleted when it ended: resuming would start over
+            # and overwrite the trained model.
+            raise ConfigError(f"--resume {resume_dir}: the run has finished; start a new run")
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(config.precision)
-    worker_dir = None
     try:
         keras.utils.set_random_seed(config.seed)
         strategy = make_strategy(config)
         chief = is_chief(strategy)
         if not chief:
-            # Other workers write to a temporary folder removed at the end
-            # (also on failure), never to the chief's run directory; resuming,
-            # they start from a copy of its backup so that every worker
-            # restores the same state.
-            run_dir = worker_dir = pathlib.Path(tempfile.mkdtemp(prefix="zoo-worker-"))
-            if resume_dir is not None and (pathlib.Path(resume_dir) / "backup").is_dir():
-                shutil.copytree(pathlib.Path(resume_dir) / "backup", run_dir / "backup")
+            # Other workers write nothing. Resuming, they read the chief's
+            # backup, which nobody writes before they have: the first save
+            # comes after a step that every worker takes.
+            run_dir = None
         elif resume_dir is not None:
-            run_dir = pathlib.Path(resume_dir)
+            run_dir = resume_dir
         else:
             run_dir = new_run_dir(config.outdir, config)
-        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        if chief:
+            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
 
         arrays = zoo_data.load_arrays(config.data, config.data_dir or None)
         model = build_model(config, strategy)
-        dataset = zoo_data.make_dataset(
-            config.data, model.image_size, model.channels, config.batch_size,
-            repeat=bool(config.steps), seed=config.seed, arrays=arrays,
+        stream = DataStream(config, model, arrays)
+        callbacks = RunCallbacks(
+            make_callbacks(config, run_dir if chief else resume_dir, write=chief),
+            stream, model, verbose, config.epochs,
         )
-        history = model.fit(
-            dataset,
-            epochs=config.epochs,
-            steps_per_epoch=config.steps or None,
-            callbacks=make_callbacks(config, run_dir, write=chief),
-            shuffle=False,  # the dataset shuffles itself
-            verbose=verbose,
-        )
+        backup = next((c for c in callbacks.callbacks if isinstance(c, zoo_callbacks.BackupAndRestore)), None)
+        position = backup.restore() if backup is not None else None
+        try:
+            for fit in plan_fits(position, stream.steps_per_epoch, config.epochs):
+                callbacks.before_fit(fit)
+                model.fit(
+                    stream.dataset(),
+                    initial_epoch=fit.initial_epoch,
+                    epochs=fit.epochs,
+                    steps_per_epoch=fit.steps_per_epoch,
+                    callbacks=callbacks,
+                    shuffle=False,  # the dataset shuffles itself
+                    verbose=verbose,
+                )
+                if model.stop_training:
+                    break
+        except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as e:
+            if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                raise
+            what = ("lost a worker" if isinstance(e, tf.errors.UnavailableError) else
+                    f"a collective op waited more than --collective-timeout {config.collective_timeout:g} s")
+            where = run_dir or resume_dir or "<the chief's run directory>"
+            raise ClusterError(
+                f"{what} ({_collective_failure(e)}); the chief's last backup is kept: "
+                f"restart every worker with --resume {where}"
+            ) from None
+        callbacks.end()
+        history = model.history.history
         exports = {}
         if chief:
             model.save(run_dir / "model.keras")
-            (run_dir / "history.json").write_text(json.dumps(history.history, indent=2) + "\n")
+            (run_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
             if config.export:
                 from export import export_model
 
                 exports = export_model(model, run_dir / "export", config.preset, quantize=config.quantize)
-        return RunResult(run_dir, history.history, exports)
+        return RunResult(run_dir, history, exports)
     finally:
-        if worker_dir is not None:
-            shutil.rmtree(worker_dir, ignore_errors=True)
         keras.mixed_precision.set_global_policy(previous_policy)

@@ -1,12 +1,20 @@
 """Golden check: `fit` on 2 logical CPUs under MirroredStrategy vs one device.
 
 Usage: python tests/scripts/golden_step.py FAMILY PRESET STEPS GLOBAL_BATCH
+           [--precision POLICY] [--time-steps T]
+
 Prints one JSON line: max weight difference, both runs' logs, replica count.
+`--precision` sets the Keras mixed-precision policy of both runs;
+`--time-steps T` then trains each model T more steps and adds the median
+step wall times, `step_seconds: {"one": s, "two": s}` (the weights compared
+are those after the STEPS golden steps).
 Logical devices must be configured before TensorFlow runs any op, hence a script.
 """
 
+import argparse
 import json
-import sys
+import statistics
+import time
 
 import tensorflow as tf
 
@@ -20,12 +28,28 @@ import numpy as np  # noqa: E402
 import zoo  # noqa: E402
 
 
-def main(family, preset, steps, batch):
+class StepTimer(keras.callbacks.Callback):
+    """Wall time of each `fit` step, from its batch begin to its batch end."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def main(family, preset, steps, batch, precision="float32", time_steps=0):
+    keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(0)
     probe = zoo.get_model(family, preset)
     rng = np.random.RandomState(0)
-    images = rng.uniform(-1, 1, (steps * batch, *probe.image_shape)).astype("float32")
-    dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch, drop_remainder=True)
+    images = rng.uniform(-1, 1, ((steps + time_steps) * batch, *probe.image_shape)).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices(images[: steps * batch]).batch(batch, drop_remainder=True)
+    timing = tf.data.Dataset.from_tensor_slices(images[steps * batch :]).batch(batch, drop_remainder=True)
     initial = probe.get_weights()
 
     def train(strategy):
@@ -40,13 +64,25 @@ def main(family, preset, steps, batch):
     two, two_logs, replicas = train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
     diffs = [float(np.max(np.abs(a - b))) for a, b in zip(one.get_weights(), two.get_weights())]
     changed = max(float(np.max(np.abs(a - b))) for a, b in zip(initial, one.get_weights()))
-    print(json.dumps({
+    result = {
         "max_weight_diff": max(diffs), "weight_change": changed, "replicas": replicas,
         "one": one_logs, "two": two_logs,
         "steps": [int(keras.ops.convert_to_numpy(getattr(m, n).iterations))
                   for m in (one, two) for n in m.optimizer_targets()],
-    }))
+    }
+    if time_steps:
+        result["step_seconds"] = {}
+        for name, model in (("one", one), ("two", two)):
+            timer = StepTimer()
+            model.fit(timing, epochs=1, verbose=0, callbacks=[timer])
+            result["step_seconds"][name] = statistics.median(timer.seconds)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    parser = argparse.ArgumentParser()
+    for name, kind in (("family", str), ("preset", str), ("steps", int), ("batch", int)):
+        parser.add_argument(name, type=kind)
+    parser.add_argument("--precision", default="float32")
+    parser.add_argument("--time-steps", type=int, default=0)
+    main(**vars(parser.parse_args()))

@@ -1,0 +1,183 @@
+"""Sample-quality metrics of a trained model, from the command line.
+
+    python -m zoo.evaluate SOURCE [--metrics fd,kid,is,pr,coverage[,nll]] [--num 10000]
+        [--real fashion_mnist:test] [--extractor fashion_classifier|inception_v3]
+        [--inception-weights PATH] [--batch-size 250] [--seed 0] [--json OUT]
+
+SOURCE is a run directory (its `model.keras`), a `.keras` file, or an exported
+SavedModel: a version folder (`saved_model.pb`) or a model folder of
+numbered versions (the highest is used), called through `serving_default`
+(`z` -> `images`). Prints one JSON line of results (see
+`zoo.metrics.evaluate`); `--json` also writes it with the options used.
+Exit codes: 0 done, 2 a bad option or source (one `error:` line on stderr).
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+
+import keras
+import tensorflow as tf
+
+from zoo import data
+from zoo.base import stateless_normal
+from zoo.metrics import evaluate, get_extractor
+from zoo.metrics.evaluation import DEFAULT_METRICS, check_metrics
+from zoo.metrics.extractors import EXTRACTORS
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        self.exit(2, f"error: {message}\n")
+
+
+def parse_args(argv):
+    """Parses and checks the options (exit 2 with one `error:` line on a bad one)."""
+    p = _Parser(prog="python -m zoo.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("source", type=pathlib.Path, help="run directory, .keras file or SavedModel")
+    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated")
+    p.add_argument("--num", type=int, default=10000, help="generated (and real) images")
+    p.add_argument("--real", default="fashion_mnist:test", help="data spec of the real images")
+    p.add_argument("--extractor", default="fashion_classifier", choices=EXTRACTORS)
+    p.add_argument("--inception-weights", type=pathlib.Path, help="InceptionV3 .h5 weights file")
+    p.add_argument("--batch-size", type=int, default=250, help="images generated per call")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nll-k", type=int, default=64, help="importance samples of the IWAE NLL")
+    p.add_argument("--json", type=pathlib.Path, help="also write the results here")
+    args = p.parse_args(argv)
+    try:
+        args.metrics = check_metrics(args.metrics)
+    except ValueError as e:
+        p.error(str(e))
+    for name in ("num", "batch_size", "nll_k"):
+        if getattr(args, name) < (2 if name == "num" else 1):
+            p.error(f"--{name.replace('_', '-')} must be >= {2 if name == 'num' else 1}, "
+                    f"got {getattr(args, name)}")
+    if args.extractor == "inception_v3" and set(args.metrics) - {"nll"}:
+        if args.inception_weights is None:
+            p.error("--extractor inception_v3 needs --inception-weights PATH (no downloads here)")
+        if not args.inception_weights.is_file():
+            p.error(f"--inception-weights {args.inception_weights} does not exist")
+    if not args.source.exists():
+        p.error(f"{args.source} does not exist")
+    return args
+
+
+class SavedModelGenerator:
+    """An exported SavedModel's `serving_default` (`z` -> `images`) as a generator.
+
+    Has what `zoo.metrics.evaluate` reads from a model: `generate`,
+    `latent_shape`, `image_shape` and `sample_latents` (the draw
+    `GenerativeModel.sample_latents` makes, so a SavedModel and its Keras
+    model are judged on the same latents).
+
+    Example:
+
+    ```python
+    generator = SavedModelGenerator("serving/dcgan_fashion_mnist/1")
+    zoo.metrics.evaluate(generator, metrics=("fd",), num=2000)
+    ```
+    """
+
+    def __init__(self, path):
+        self._loaded = tf.saved_model.load(str(path))  # the signature needs its variables alive
+        signature = self._loaded.signatures.get("serving_default")
+        if signature is None:
+            raise ValueError(f"{path} has no serving_default signature")
+        inputs = signature.structured_input_signature[1]
+        outputs = signature.structured_outputs
+        if set(inputs) != {"z"} or "images" not in outputs:
+            raise ValueError(f"{path}: serving_default maps {sorted(inputs)} -> {sorted(outputs)}, "
+                             "not z -> images")
+        self._signature = signature
+        self.latent_shape = tuple(inputs["z"].shape[1:])
+        self.image_shape = tuple(outputs["images"].shape[1:])
+        if None in self.latent_shape + self.image_shape:
+            raise ValueError(f"{path}: serving_default shapes are not static "
+                             f"(z {self.latent_shape}, images {self.image_shape})")
+
+    def generate(self, z):
+        return self._signature(z=tf.convert_to_tensor(z, tf.float32))["images"]
+
+    def sample_latents(self, num, seed=0):
+        return stateless_normal([num, *self.latent_shape], seed=[seed, 0])
+
+
+def saved_model_dir(path):
+    """The SavedModel folder of `path` (itself, or its highest numbered version), or None.
+
+    Example:
+
+    ```python
+    saved_model_dir(pathlib.Path("serving/dcgan_fashion_mnist"))  # .../dcgan_fashion_mnist/3
+    ```
+    """
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = [p for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()]
+    return max(versions, key=lambda p: int(p.name)) if versions else None
+
+
+def load_source(source):
+    """A zoo model (`.keras`, run directory) or a `SavedModelGenerator`; `ValueError` otherwise.
+
+    Example:
+
+    ```python
+    model = load_source(pathlib.Path("runs/00000-dcgan-dcgan_fashion_mnist"))  # its model.keras
+    ```
+    """
+    keras_path = source / "model.keras" if source.is_dir() else source
+    if keras_path.is_file() and keras_path.suffix == ".keras":
+        try:  # importing zoo (this package) registered the model classes
+            model = keras.saving.load_model(keras_path)
+        except Exception as e:  # a corrupt or foreign file: one line
+            raise ValueError(f"cannot load {keras_path}: {str(e).strip().splitlines()[0]}") from None
+        if not all(hasattr(model, a) for a in ("generate", "latent_shape", "image_shape")):
+            raise ValueError(f"{keras_path} holds a {type(model).__name__}, not a zoo generator")
+        return model
+    saved = saved_model_dir(source) if source.is_dir() else None
+    if saved is None:
+        raise ValueError(f"{source} is neither a run directory with model.keras, a .keras file "
+                         "nor a SavedModel")
+    return SavedModelGenerator(saved)
+
+
+def main(argv=None):
+    """Runs the command; returns the exit code.
+
+    Example:
+
+    ```python
+    main(["runs/00000-dcgan-dcgan_fashion_mnist", "--metrics", "fd", "--num", "2000"])  # prints JSON
+    ```
+    """
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        data.check_spec(args.real)
+        model = load_source(args.source)
+        if "nll" in args.metrics and not hasattr(model, "iwae_nll"):
+            raise ValueError(f"--metrics nll needs a VAE saved as .keras; {args.source} is not one")
+        extractor = None
+        if set(args.metrics) - {"nll"}:
+            extractor = get_extractor(args.extractor, args.inception_weights)
+            extractor.check_image_shape(model.image_shape)
+        results = evaluate(
+            model, args.metrics, num=args.num, real=args.real, extractor=extractor,
+            batch_size=args.batch_size, seed=args.seed, nll_k=args.nll_k,
+        )
+    except (ValueError, OSError) as e:  # DataError is a ValueError
+        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(json.dumps(results))
+    if args.json:
+        options = {k: v if isinstance(v, (int, float, type(None))) else str(v)
+                   for k, v in vars(args).items()}
+        options["metrics"] = list(args.metrics)
+        args.json.write_text(json.dumps({"options": options, "results": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Named StyleGAN2 configurations: constructor arguments plus a one-line description.
+
+Widths follow NVIDIA's `channel_base`/`channel_max` rule (channels at
+resolution r = min(channel_base // r, channel_max)). The regularization
+strengths follow stylegan2-ada-pytorch's configs: R1 gamma 0.01 and 2 mapping
+layers' worth of small-data settings for 32 px ("cifar"), the "paper256"
+values (gamma 1, 8 mapping layers) for the larger presets.
+"""
+
+STYLEGAN2_PRESETS = {
+    "stylegan2_fashion_mnist": {
+        "description": "32x32 grayscale (Fashion-MNIST padded), w 128, channels 128..32; CPU-sized.",
+        "config": {
+            "image_size": 32, "channels": 1, "latent_dim": 128, "w_dim": 128, "mapping_layers": 8,
+            "channel_base": 1024, "channel_max": 128, "r1_gamma": 0.01, "ema_kimg": 10.0,
+            "ema_rampup": 0.05,
+        },
+    },
+    "stylegan2_64_rgb": {
+        "description": "64x64 RGB, w 512, channels 256..512; NVIDIA's 'paper256' recipe at 64 px.",
+        "config": {
+            "image_size": 64, "channels": 3, "latent_dim": 512, "w_dim": 512, "mapping_layers": 8,
+            "channel_base": 16384, "channel_max": 512, "r1_gamma": 1.0, "ema_kimg": 20.0,
+        },
+    },
+    "stylegan2_128_rgb": {
+        "description": "128x128 RGB, w 512, channels 128..512.",
+        "config": {
+            "image_size": 128, "channels": 3, "latent_dim": 512, "w_dim": 512, "mapping_layers": 8,
+            "channel_base": 16384, "channel_max": 512, "r1_gamma": 1.0, "ema_kimg": 20.0,
+        },
+    },
+    "stylegan2_256_rgb": {
+        "description": "256x256 RGB, w 512, channels 64..512; NVIDIA's 'paper256' config.",
+        "config": {
+            "image_size": 256, "channels": 3, "latent_dim": 512, "w_dim": 512, "mapping_layers": 8,
+            "channel_base": 16384, "channel_max": 512, "r1_gamma": 1.0, "ema_kimg": 20.0,
+        },
+    },
+    "stylegan2_tiny": {
+        "description": "32x32 grayscale, w 32, channels 8..32, 2 mapping layers; for tests and smoke runs.",
+        "config": {
+            "image_size": 32, "channels": 1, "latent_dim": 32, "w_dim": 32, "mapping_layers": 2,
+            "channel_base": 256, "channel_max": 32, "r1_gamma": 0.01, "ema_kimg": 0.5,
+            "ema_rampup": 0.05,
+        },
+    },
+}
