@@ -38,6 +38,10 @@ def parse_args(argv):
                    help="multiworker: fail when a collective op waits longer (default: no limit)")
     p.add_argument("--backup-every", type=int, help="steps between backups (default: each epoch)")
     p.add_argument("--samples", type=int, help="images in the per-epoch sample grid")
+    p.add_argument("--eval-every", type=int, metavar="N",
+                   help="score samples every N epochs and at the end (Fashion-MNIST; default: never)")
+    p.add_argument("--eval-num", type=int, help="generated images per evaluation (default 2000)")
+    p.add_argument("--eval-metrics", help="comma-separated, from fd,kid,is,pr,coverage,nll (default fd,kid)")
     p.add_argument("--export", action=argparse.BooleanOptionalAction, help="export at the end")
     p.add_argument("--quantize", help="LiteRT mode: none | float16 | dynamic | int8")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its backup")

@@ -5,6 +5,8 @@ import json
 import math
 import pathlib
 
+import pytest
+
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPT = BENCHMARKS / "throughput.py"
 
@@ -232,3 +234,19 @@ def test_time_to_quality_smoke(tmp_path, capsys):
     with Image.open(png) as image:
         image.verify()
         assert image.size[0] >= 400 and image.size[1] >= 300
+
+
+def test_distribute_matrix_golden_criterion():
+    import numpy as np
+
+    golden = load_script(BENCHMARKS / "distribute_matrix.py").golden
+    init = [np.zeros(4, "float32"), np.zeros(2, "float32"), np.array(0, "int64")]
+    one = [np.full(4, 0.5, "float32"), np.ones(2, "float32"), np.array(3, "int64")]  # update norm sqrt(3)
+    near = [one[0] + 5e-7, one[1], one[2]]
+    far = [one[0] + np.float32([2e-2, 0, 0, 0]), one[1], np.array(7, "int64")]  # the integer is ignored
+    assert golden(near, one, init, "float32")["ok"] and not golden(far, one, init, "float32")["ok"]
+    result = golden(far, one, init, "mixed_float16")
+    assert result["relative_update_diff"] == pytest.approx(2e-2 / np.sqrt(3.0), rel=1e-5)
+    assert result["ok"] and result["weight_change"] == 1.0 and result["max_weight_diff"] == pytest.approx(2e-2, rel=1e-5)
+    worse = [one[0] + np.float32([5e-2, 0, 0, 0]), one[1], one[2]]  # 2.9 % of the update
+    assert not golden(worse, one, init, "mixed_float16")["ok"] and golden(worse, one, init, "mixed_bfloat16")["ok"]

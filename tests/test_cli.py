@@ -18,12 +18,12 @@ def dry_run(capsys, *args):
     return code, out, err
 
 
-VALID = list(itertools.product(
-    [(f, p) for f, presets in zoo.list_presets().items() for p in presets],
-    [("auto",), ("one",), ("mirrored",), ("mirrored", "--cpu-replicas", "2"), ("tpu",)],
-    ["float32", "mixed_float16", "mixed_bfloat16"],
-    ["--jit", "--no-jit"],
-))
+MODELS = [(f, p) for f, presets in zoo.list_presets().items() for p in presets]
+JIT = ["--jit", "--no-jit"]
+STRATEGIES = [("auto",), ("one",), ("mirrored",), ("mirrored", "--cpu-replicas", "2"), ("tpu",)]
+# Without a GPU (this machine), mixed_bfloat16 is valid for a TPU only.
+VALID = list(itertools.product(MODELS, STRATEGIES, ["float32", "mixed_float16"], JIT)) + list(
+    itertools.product(MODELS, [("tpu",)], ["mixed_bfloat16"], JIT))
 
 
 @pytest.mark.parametrize("model, strategy, precision, jit", VALID)
@@ -83,6 +83,7 @@ def test_defaults_resolve_to_the_default_preset(capsys):
         (["--data", "folder:/no/such/dir"], "image folder /no/such/dir does not exist"),
         (["--data", "imagenet"], "unknown data scheme 'imagenet'"),
         (["--minutes", "-1"], "--minutes must be >= 0"),
+        (["--precision", "mixed_bfloat16"], "--precision mixed_bfloat16 needs a GPU or TPU"),
     ],
 )
 def test_invalid_options_fail_with_one_line(capsys, monkeypatch, args, message):

@@ -81,11 +81,12 @@ def restorable_backup(backup):
     return None
 
 
-def _state(keras_path):
-    """Model weights and every held optimizer's variables of a saved run."""
+def saved_state(keras_path):
+    """`(weights and every held optimizer's variables, the optimizers' iterations)` of a saved model."""
     model = keras.saving.load_model(keras_path)
     optimizers = [getattr(model, name) for name in model.optimizer_targets()]
-    return model.get_weights() + [v.numpy() for opt in optimizers for v in opt.variables]
+    return (model.get_weights() + [v.numpy() for opt in optimizers for v in opt.variables],
+            [int(opt.iterations) for opt in optimizers])
 
 
 def test_run_killed_mid_epoch_resumes_where_it_stopped_in_a_new_process(tmp_path):
@@ -111,20 +112,21 @@ def test_run_killed_mid_epoch_resumes_where_it_stopped_in_a_new_process(tmp_path
     epochs = left["epoch"] + 2  # the rest of the interrupted epoch, then one more
 
     resumed = _train("--resume", run_dir, "--epochs", epochs)
-    out, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, err
-    assert "Skipping variable loading for optimizer" not in err
-
+    # Meanwhile, in this process (2 cores: the test stays under 30 s), the run uninterrupted.
     config = training.TrainConfig(
         preset="dcgan_tiny", batch_size=16, samples=4, jit=False, epochs=epochs, steps=steps,
         backup_every=every, outdir=str(tmp_path / "uninterrupted"), export=False,
     )
     uninterrupted = training.run(config, verbose=0)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert "Skipping variable loading for optimizer" not in err
     # No batch trained twice or skipped: the step counters end where the uninterrupted run's do.
-    assert _iterations(run_dir / "model.keras") == (epochs * steps,) * 2
+    state, iterations = saved_state(run_dir / "model.keras")
+    assert iterations == [epochs * steps] * 2
     # The same batches with the same noise in the same order: the same weights and optimizer
     # state, bit for bit (the same ops on the same numbers).
-    for a, b in zip(_state(run_dir / "model.keras"), _state(uninterrupted.run_dir / "model.keras")):
+    for a, b in zip(state, saved_state(uninterrupted.run_dir / "model.keras")[0]):
         np.testing.assert_array_equal(a, b)
     # The resumed process logged the rest of the interrupted epoch as that epoch, then the next.
     assert len(json.loads((run_dir / "history.json").read_text())["d_loss"]) == 2
@@ -154,6 +156,29 @@ def test_collective_timeout_needs_several_workers(monkeypatch):
     training.validate(dataclasses.replace(config, strategy="multiworker"))
     with pytest.raises(training.ConfigError, match="--collective-timeout must be >= 0"):
         training.validate(dataclasses.replace(config, strategy="multiworker", collective_timeout=-1))
+
+
+def test_a_failed_collective_is_summed_up_in_one_line():
+    import tensorflow as tf
+
+    trace = ("Graph execution error:\n\nDetected at node CollectiveReduceV2_28 defined at (most recent call "
+             "last):\n  File \"/work/main/train.py\", line 85, in <module>\n\n")
+    tail = ("The error could be from a previous operation. Restart your program to reset.\n"
+            "\t [[{{node CollectiveReduceV2_28}}]] [Op:__inference_multi_step_on_iterator_5320]")
+    killed = (trace + "Collective ops is aborted by: recvmsg:Connection reset by peer\nAdditional GRPC error "
+              "information from remote target /job:worker/replica:0/task:1 while calling /tensorflow.Worker"
+              "Service/RecvBuf:\n:UNKNOWN:Error received from peer  {grpc_status:14, grpc_message:"
+              "\"recvmsg:Connection reset by peer\"}\n" + tail)
+    frozen = (trace + "Collective ops is aborted by: Error reported from /job:worker/task:1: The following "
+              "tasks are unhealthy (stopped sending heartbeats):\n/job:worker/replica:0/task:1\nThe tasks have "
+              "crashed. Check the task logs for an earlier error.\n" + tail)
+    timed_out = ("{{function_node __inference_<lambda>_31}} Collective has timed out waiting for other "
+                 "workers.\n\t [[{{node CollectiveReduceV2}}]] [Op:__inference_<lambda>_31]")
+    summary = lambda message: training.collective_failure(tf.errors.UnavailableError(None, None, message))
+    assert summary(killed) == "recvmsg:Connection reset by peer"
+    assert summary(frozen) == ("Error reported from /job:worker/task:1: The following tasks are unhealthy "
+                               "(stopped sending heartbeats): /job:worker/replica:0/task:1")
+    assert summary(timed_out) == "Collective has timed out waiting for other workers."
 
 
 def test_nan_in_a_loss_names_the_term_and_step():
@@ -237,3 +262,32 @@ def test_unreadable_backup_is_one_line_and_left_intact(crashed_run, capsys):
     assert err[-1].startswith(f"error: cannot restore the backup in {run_dir / 'backup'}: no readable copy")
     assert all(p.read_bytes() == b"corrupted" for p in copies)  # nothing overwritten
     assert not (run_dir / "model.keras").exists()
+
+
+def test_eval_every_logs_sample_quality_to_history_and_tensorboard(tmp_path, capsys):
+    config = training.TrainConfig(
+        preset="dcgan_tiny", batch_size=16, samples=0, jit=False, epochs=2, steps=2,
+        outdir=str(tmp_path), export=False, eval_every=1, eval_num=200, eval_metrics="fd,kid",
+    )
+    training.validate(config)
+    result = training.run(config, verbose=0)
+    history = json.loads((result.run_dir / "history.json").read_text())
+    assert len(history["fd"]) == len(history["kid"]) == 2 and all(v > 0 for v in history["fd"])
+    assert "epoch 2: fd=" in capsys.readouterr().out
+    import tensorflow as tf
+
+    tags = {v.tag for path in (result.run_dir / "tensorboard" / "train").glob("events*")
+            for event in tf.compat.v1.train.summary_iterator(str(path)) for v in event.summary.value}
+    assert {"epoch_fd", "epoch_kid"} <= tags
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"data": "npz:/x.npz"}, "--eval-every needs --data fashion_mnist"),
+    ({"eval_metrics": "fd,fid"}, "--eval-metrics: unknown metric"),
+    ({"eval_metrics": "nll"}, "--eval-metrics nll is the VAE's likelihood"),
+    ({"eval_num": 1}, "--eval-num must be an integer >= 2"),
+])
+def test_eval_options_are_validated(changes, message):
+    config = training.TrainConfig(eval_every=1, **changes).resolved()
+    with pytest.raises(training.ConfigError, match=message):
+        training.validate(config)

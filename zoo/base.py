@@ -115,6 +115,26 @@ def cross_replica_mean(value):
     return ctx.all_reduce(tf.distribute.ReduceOp.MEAN, value)
 
 
+def overflow_on_every_replica(grads):
+    """`grads`, made non-finite on every replica if they are on any one.
+
+    Under merge_call strategies (Mirrored, MultiWorkerMirrored, TPU) Keras'
+    `LossScaleOptimizer` decides whether to skip a step from the first
+    replica's gradients alone, assuming they are already all-reduced; in
+    Keras 3 they are not (the inner optimizer all-reduces them later). An
+    overflow on another replica would then be applied, and its inf would
+    reach every replica's weights through the all-reduce. Multiplying by NaN
+    where any replica overflowed makes every replica's check see it.
+    """
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1 or not grads:
+        return grads
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+    overflowed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+    poison = tf.where(overflowed > 0, float("nan"), 1.0)
+    return [g * tf.cast(poison, g.dtype) for g in grads]
+
+
 def run_every(step, interval, fn, *args):
     """Runs `fn(*args)` on every replica when `step % interval == 0`.
 
@@ -355,7 +375,10 @@ class GenerativeModel(keras.Model):
         # A regularizer may not depend on some variables (R1 on D's last bias):
         # skip them, as PyTorch's Adam skips parameters without a gradient.
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
-        optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        grads = [g for g, _ in pairs]
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            grads = overflow_on_every_replica(grads)
+        optimizer.apply(grads, [v for _, v in pairs])
 
     def noise_seed(self, step, stream):
         """Stateless `[2]` seed for draw `stream` of training step `step`.

@@ -67,6 +67,9 @@ class TrainConfig:
     collective_timeout: float = 0.0  # multi-worker: seconds a collective op may wait; 0 = no limit
     backup_every: int = 0  # steps between backups; 0 = every epoch
     samples: int = 64  # sample grid size
+    eval_every: int = 0  # epochs between sample-quality evaluations (zoo.metrics); 0 = none
+    eval_num: int = 2000  # generated images per evaluation
+    eval_metrics: str = "fd,kid"
     export: bool = True
     quantize: str = "none"
 
@@ -93,18 +96,39 @@ def validate(config):
     for name in ("epochs", "batch_size"):
         if not isinstance(getattr(config, name), int) or getattr(config, name) < 1:
             fail(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(config, name)!r}")
-    for name in ("steps", "backup_every", "cpu_replicas", "samples"):
+    for name in ("steps", "backup_every", "cpu_replicas", "samples", "eval_every"):
         if not isinstance(getattr(config, name), int) or getattr(config, name) < 0:
             fail(f"--{name.replace('_', '-')} must be a non-negative integer, got {getattr(config, name)!r}")
     for name in ("minutes", "collective_timeout"):
         if getattr(config, name) < 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
+    if config.eval_every:
+        from zoo import metrics
+
+        if config.data != "fashion_mnist":
+            # The default feature extractor is the committed Fashion-MNIST classifier.
+            fail("--eval-every needs --data fashion_mnist; for other data use "
+                 "zoo.metrics.MetricsCallback with an extractor that fits it")
+        if not isinstance(config.eval_num, int) or config.eval_num < 2:
+            fail(f"--eval-num must be an integer >= 2, got {config.eval_num!r}")
+        try:
+            names = metrics.evaluation.check_metrics(config.eval_metrics)
+        except ValueError as e:
+            fail(f"--eval-metrics: {e}")
+        if "nll" in names and config.model != "vae":
+            fail(f"--eval-metrics nll is the VAE's likelihood; {config.model} has none")
     if config.strategy not in STRATEGIES:
         fail(f"--strategy {config.strategy!r} is unknown; choose from {STRATEGIES}")
     if config.precision not in PRECISIONS:
         fail(f"--precision {config.precision!r} is unknown; choose from {PRECISIONS}")
     if config.quantize not in QUANTIZE_MODES:
         fail(f"--quantize {config.quantize!r} is unknown; choose from {QUANTIZE_MODES}")
+    if (config.precision == "mixed_bfloat16" and config.strategy != "tpu"
+            and not tf.config.list_physical_devices("GPU")):
+        # TensorFlow's CPU kernels (BiasAddGrad, with or without XLA) sum
+        # bfloat16 in bfloat16: 2048 ones sum to 256, so bias gradients are wrong.
+        fail("--precision mixed_bfloat16 needs a GPU or TPU: on CPU TensorFlow sums bfloat16 "
+             "gradients in bfloat16 and gets them wrong; use mixed_float16 or float32")
     if config.cpu_replicas == 1 or (config.cpu_replicas > 1 and config.strategy != "mirrored"):
         fail("--cpu-replicas N (N >= 2) goes with --strategy mirrored")
     if config.strategy == "multiworker" and "TF_CONFIG" not in os.environ:
@@ -262,6 +286,14 @@ def make_callbacks(config, run_dir, write):
         ))
     result.append(zoo_callbacks.Throughput(config.batch_size))
     if write:
+        if config.eval_every:
+            from zoo import metrics
+
+            # Before TensorBoard, which then logs the values (one `logs` dict goes down the list).
+            result.append(metrics.MetricsCallback(
+                real="fashion_mnist:test", every_n_epochs=config.eval_every, num=config.eval_num,
+                metrics=config.eval_metrics, seed=config.seed,
+            ))
         result.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
         if config.samples:
             result.append(zoo_callbacks.SampleGrid(
@@ -396,15 +428,20 @@ class RunCallbacks(keras.callbacks.CallbackList):
         super().on_train_end(self._end_logs)
 
 
-def _collective_failure(error):
-    """What a failed collective op says happened, in one line."""
-    lines = [line.strip() for line in str(error.message).splitlines() if line.strip()]
-    for i, line in enumerate(lines):
-        if "aborted by:" in line:
-            cause = line.split("aborted by:", 1)[1].strip()
-            # "...tasks are unhealthy (stopped sending heartbeats):" names them on the next line.
-            return f"{cause} {lines[i + 1]}" if cause.endswith(":") and i + 1 < len(lines) else cause
-    return lines[0] if lines else type(error).__name__
+# Lines of a failed collective's message that do not say what happened.
+_TRACE_LINES = ("Graph execution error", "Detected at node", "File ", "[[", "The error could be from",
+                "Additional GRPC error", ":UNKNOWN:")
+
+
+def collective_failure(error):
+    """What a failed collective op's `tf.errors.OpError` says happened, in one line."""
+    lines = [re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line.strip()) for line in error.message.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(_TRACE_LINES)]
+    if not lines:
+        return type(error).__name__
+    cause = lines[0].split("aborted by:", 1)[-1].strip()
+    # "...tasks are unhealthy (stopped sending heartbeats):" names them on the next line.
+    return f"{cause} {lines[1]}" if cause.endswith(":") and len(lines) > 1 else cause
 
 
 @dataclasses.dataclass
@@ -486,7 +523,7 @@ def run(config, resume_dir=None, verbose="auto"):
                     f"a collective op waited more than --collective-timeout {config.collective_timeout:g} s")
             where = run_dir or resume_dir or "<the chief's run directory>"
             raise ClusterError(
-                f"{what} ({_collective_failure(e)}); the chief's last backup is kept: "
+                f"{what} ({collective_failure(e)}); the chief's last backup is kept: "
                 f"restart every worker with --resume {where}"
             ) from None
         callbacks.end()

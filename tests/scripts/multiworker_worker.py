@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 import zoo
+from golden_common import golden_optimizers
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -61,10 +62,7 @@ def main(family, preset, steps, batch, init_path, out, precision="float32", time
         model = zoo.get_model(family, preset)
         with np.load(init_path) as init:
             model.set_weights([init[f"w{i}"] for i in range(len(init.files))])
-        # SGD: its update is linear in the gradient, so summation-order noise
-        # stays at float rounding; Adam divides by sqrt(v) and blows up the
-        # rounding of near-zero gradients to a visible fraction of its step.
-        model.compile(**{name: keras.optimizers.SGD(0.05) for name in model.optimizer_targets()})
+        model.compile(**golden_optimizers(model, family))
     dataset = images_dataset(model, steps, batch, seed=0)
     # Through the same `experimental_distribute_dataset` call `fit` makes.
     seen = [

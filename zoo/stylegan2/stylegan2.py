@@ -373,7 +373,10 @@ class StyleGAN2(base.GenerativeModel):
 
     def _path_length_step(self, step, real):
         """One G step on `pl_weight * pl_interval * (|J^T y| - a)^2` (a = running mean)."""
-        batch = max(base.batch_size_of(real) // self.pl_batch_shrink, 1)
+        batch = base.batch_size_of(real)
+        # A tensor under MultiWorkerMirroredStrategy, whose auto-sharding loses the static batch.
+        batch = max(batch // self.pl_batch_shrink, 1) if isinstance(batch, int) else tf.maximum(
+            batch // self.pl_batch_shrink, 1)
         with tf.GradientTape() as tape:
             ws, _ = self._mixed_ws(batch, self._seed(step, _PL_Z), self._seed(step, _PL_MIX))
             with tf.GradientTape() as inner:
