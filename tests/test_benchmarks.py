@@ -44,6 +44,7 @@ def numbers(tree, path):
         yield path, tree
 
 
+@pytest.mark.slow  # 80-135 s: 4 models, 2 XLA compilations
 def test_throughput_smoke(tmp_path, capsys):
     throughput = load_script()
     out = tmp_path / "bench.json"
