@@ -1,5 +1,7 @@
 """What the golden scripts (`golden_step.py`, `multiworker_worker.py`) train with."""
 
+import time
+
 import keras
 
 # Loss scale of the golden runs under mixed_float16. Keras' default, 2**15,
@@ -32,3 +34,17 @@ def golden_optimizers(model, family):
         return sgd
 
     return {name: make() for name in model.optimizer_targets()}
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Wall time of each `fit` step, from its batch begin to its batch end."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)

@@ -18,7 +18,6 @@ import json
 import pathlib
 import statistics
 import sys
-import time
 
 import tensorflow as tf
 
@@ -32,21 +31,7 @@ import numpy as np  # noqa: E402
 import zoo  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))  # also when run by `runpy.run_path`
-from golden_common import golden_optimizers  # noqa: E402
-
-
-class StepTimer(keras.callbacks.Callback):
-    """Wall time of each `fit` step, from its batch begin to its batch end."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
+from golden_common import StepTimer, golden_optimizers  # noqa: E402
 
 
 def main(family, preset, steps, batch, precision="float32", sgd=False, save=None, time_steps=0):

@@ -18,28 +18,13 @@ import argparse
 import json
 import os
 import statistics
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 import zoo
-from golden_common import golden_optimizers
-
-
-class StepTimer(keras.callbacks.Callback):
-    """Wall time of each `fit` step, from its batch begin to its batch end."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
+from golden_common import StepTimer, golden_optimizers
 
 
 def images_dataset(model, steps, batch, seed):
