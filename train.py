@@ -1,97 +1,12 @@
-"""Train a zoo model and export it.
+"""Train a zoo model and export it: `python train.py --help`.
 
-    python train.py --model dcgan --preset dcgan_fashion_mnist --epochs 5
-    python train.py --resume runs/00000-dcgan-dcgan_fashion_mnist --epochs 10
-    python train.py --list-presets
-
-Every option is validated before anything heavy runs; `--dry-run` prints the
-resolved config and stops. Exit codes: 0 done, 2 invalid option, data or
-unreadable backup, 3 non-finite loss or weight (the last backup is kept),
-4 a multi-worker run lost a worker or a collective op timed out (the chief's
-last backup is kept; restart every worker with --resume).
+The command lives in the installed package (`zoo.cli.train`, also installed as
+`zoo-train`); this file keeps `python train.py ...` working in a checkout.
 """
 
-import argparse
-import dataclasses
-import json
 import sys
 
-
-def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", help="model family: dcgan | vae | stylegan2")
-    p.add_argument("--preset", help="named configuration; see --list-presets")
-    p.add_argument("--data", help="fashion_mnist | tfds:NAME[:SPLIT] | folder:PATH | npz:PATH")
-    p.add_argument("--data-dir", help="tfds data directory")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--steps", type=int, help="steps per epoch (default: one pass over the data)")
-    p.add_argument("--batch-size", type=int, help="GLOBAL batch size")
-    p.add_argument("--strategy", help="auto | one | mirrored | multiworker | tpu")
-    p.add_argument("--cpu-replicas", type=int, help="with mirrored: split the CPU into N devices")
-    p.add_argument("--precision", help="float32 | mixed_float16 | mixed_bfloat16")
-    p.add_argument("--jit", action=argparse.BooleanOptionalAction,
-                   help="XLA-compile the train step (default: on for dcgan and vae, off for stylegan2)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--outdir", help="where numbered run directories go (default runs)")
-    p.add_argument("--minutes", type=float, help="stop after this much wall time")
-    p.add_argument("--collective-timeout", type=float, metavar="SECONDS",
-                   help="multiworker: fail when a collective op waits longer (default: no limit)")
-    p.add_argument("--backup-every", type=int, help="steps between backups (default: each epoch)")
-    p.add_argument("--samples", type=int, help="images in the per-epoch sample grid")
-    p.add_argument("--eval-every", type=int, metavar="N",
-                   help="score samples every N epochs and at the end (Fashion-MNIST; default: never)")
-    p.add_argument("--eval-num", type=int, help="generated images per evaluation (default 2000)")
-    p.add_argument("--eval-metrics", help="comma-separated, from fd,kid,is,pr,coverage,nll (default fd,kid)")
-    p.add_argument("--export", action=argparse.BooleanOptionalAction, help="export at the end")
-    p.add_argument("--quantize", help="LiteRT mode: none | float16 | dynamic | int8")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its backup")
-    p.add_argument("--dry-run", action="store_true", help="validate, print the config, stop")
-    p.add_argument("--list-presets", action="store_true")
-    return p.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    import zoo  # after argparse, so --help is instant
-    from zoo import training
-    from zoo.callbacks import BackupError, NonFiniteLossError
-    from zoo.data import DataError
-
-    if args.list_presets:
-        for family, presets in zoo.list_presets().items():
-            for name, description in presets.items():
-                print(f"{family:10s} {name:28s} {description}")
-        return 0
-    given = {
-        k: v for k, v in vars(args).items()
-        if v is not None and k not in ("resume", "dry_run", "list_presets")
-    }
-    try:
-        if args.resume:
-            config = training.load_run_config(args.resume, given)
-        else:
-            config = training.TrainConfig(**given)
-        config = config.resolved()
-        training.validate(config)
-        if args.dry_run:
-            print(json.dumps(dataclasses.asdict(config), indent=2))
-            return 0
-        result = training.run(config, resume_dir=args.resume)
-    except (training.ConfigError, DataError, BackupError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except training.ClusterError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 4
-    if result.run_dir is not None:  # None on a worker other than the chief
-        print(f"run directory: {result.run_dir}")
-    for fmt, path in result.exports.items():
-        print(f"{fmt}: {path}")
-    return 0
-
+from zoo.cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,7 @@ import pathlib
 import tempfile
 
 from export.onnx import export_onnx, require_tf2onnx
-from export.saved_model import export_saved_model, versions, write_models_config
+from export.saved_model import DEFAULT_SERVING_BASE_PATH, export_saved_model, versions, write_models_config
 from export.tflite import Quantize, builtin_ops, convert, custom_ops
 
 
@@ -17,7 +17,7 @@ FORMATS = ("saved_model", "tflite", "onnx")
 
 
 def export_model(model, out_dir, name, formats=("saved_model", "tflite"),
-                 quantize=Quantize.NONE, int8_io=False):
+                 quantize=Quantize.NONE, int8_io=False, serving_base_path=DEFAULT_SERVING_BASE_PATH):
     """Writes the model's exports under `out_dir`.
 
     Args:
@@ -29,6 +29,8 @@ def export_model(model, out_dir, name, formats=("saved_model", "tflite"),
         formats: any of "saved_model", "tflite", "onnx" (needs tf2onnx).
         quantize: LiteRT quantization mode.
         int8_io: for int8, integer inputs and outputs.
+        serving_base_path: where TF Serving sees `<out_dir>/saved_model`
+            (the model's `models.config` base path is `<it>/<name>`).
 
     Returns:
         `{format: path}` of what was written.
@@ -44,7 +46,7 @@ def export_model(model, out_dir, name, formats=("saved_model", "tflite"),
         with tempfile.TemporaryDirectory() as tmp:
             # LiteRT converts from a SavedModel: the repository's, or a temporary one.
             repository = out_dir / "saved_model" if "saved_model" in formats else pathlib.Path(tmp)
-            saved = export_saved_model(model, repository, name)
+            saved = export_saved_model(model, repository, name, serving_base_path=serving_base_path)
             if "saved_model" in formats:
                 written["saved_model"] = saved
             if "tflite" in formats:
@@ -84,6 +86,6 @@ def write_tflite(model, saved_model_dir, out_dir, name, quantize=Quantize.NONE, 
 
 
 __all__ = [
-    "FORMATS", "Quantize", "builtin_ops", "convert", "custom_ops", "export_model",
+    "DEFAULT_SERVING_BASE_PATH", "FORMATS", "Quantize", "builtin_ops", "convert", "custom_ops", "export_model",
     "export_onnx", "export_saved_model", "versions", "write_models_config", "write_tflite",
 ]

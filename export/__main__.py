@@ -1,12 +1,15 @@
 """Re-export a trained model.
 
     python -m export RUN_DIR_OR_KERAS_FILE --format saved_model --output serving
+    python -m export RUN_DIR_OR_KERAS_FILE --format saved_model --output serving --serving-base-path /srv/models
     python -m export RUN_DIR_OR_KERAS_FILE --format tflite --quantize float16 --output tflite
     python -m export RUN_DIR_OR_KERAS_FILE --format onnx --output onnx
 
 A run directory is read through its `model.keras` (the model name defaults
 to the run's preset); a `.keras` file's name defaults to its stem. ONNX
 writes `<output>/<name>.onnx` (`serving_default` only; needs tf2onnx).
+A SavedModel export adds or updates its entry in `<output>/models.config`
+(other entries are kept) with base path `<serving base path>/<name>`.
 Exit codes: 0 done, 1 tf2onnx missing for --format onnx, 2 bad arguments
 or source.
 """
@@ -31,9 +34,15 @@ def parse_args(argv):
     p.add_argument("--quantize", default="none", choices=[m.value for m in Quantize],
                    help="tflite only")
     p.add_argument("--int8-io", action="store_true", help="with --quantize int8: int8 inputs/outputs")
+    p.add_argument("--serving-base-path",
+                   help="saved_model only: where TF Serving sees --output, for models.config (default /models)")
     args = p.parse_args(argv)
     if args.format == "onnx" and (args.quantize != "none" or args.int8_io):
         p.error("--quantize and --int8-io apply to --format tflite, not onnx")
+    if args.serving_base_path is not None and args.format != "saved_model":
+        p.error("--serving-base-path applies to --format saved_model")
+    if args.serving_base_path == "":
+        p.error("--serving-base-path must not be empty")
     return args
 
 
@@ -79,7 +88,14 @@ def main(argv=None):
     name = args.name or name
     output = pathlib.Path(args.output)
     if args.format == "saved_model":
-        print(export_saved_model(model, output, name))
+        from export import DEFAULT_SERVING_BASE_PATH
+
+        try:
+            print(export_saved_model(model, output, name,
+                                     serving_base_path=args.serving_base_path or DEFAULT_SERVING_BASE_PATH))
+        except ValueError as e:  # an unreadable models.config, a bad --name
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         return 0
     if args.format == "onnx":
         print(export_onnx(model, output / f"{name}.onnx"))

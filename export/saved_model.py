@@ -8,6 +8,11 @@ Layout (what `tensorflow_model_server --model_config_file` reads):
 Versions are integers; a new export takes the next one and never touches
 an older one. It is written to a hidden temporary folder first and renamed
 into place, so a crash never leaves a half-written version for the server.
+
+`models.config` is TF Serving's `ModelServerConfig` in text format. Each
+export adds or updates its model's entry, with the base path the server
+sees (`<serving_base_path>/<name>`; the README's Docker command mounts the
+repository at `/models`), and keeps every other entry of the file.
 """
 
 import os
@@ -17,10 +22,14 @@ import shutil
 import tempfile
 
 import keras
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
 
 from export.warmup import write_warmup
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Where TF Serving sees the repository (the README's Docker command mounts it there).
+DEFAULT_SERVING_BASE_PATH = "/models"
 
 
 def versions(model_dir):
@@ -60,7 +69,7 @@ def build_archive(model):
     return archive
 
 
-def export_saved_model(model, base_dir, name, version=None):
+def export_saved_model(model, base_dir, name, version=None, serving_base_path=DEFAULT_SERVING_BASE_PATH):
     """Exports `model`'s serving signatures as `<base_dir>/<name>/<version>/`.
 
     Args:
@@ -68,6 +77,8 @@ def export_saved_model(model, base_dir, name, version=None):
         base_dir: the model repository root.
         name: model name in the repository (TF Serving's `name`).
         version: integer version; default one above the highest present.
+        serving_base_path: where the server sees `base_dir`; the model's
+            `models.config` entry gets `<serving_base_path>/<name>`.
 
     Returns:
         `pathlib.Path` of the written version folder.
@@ -88,6 +99,9 @@ def export_saved_model(model, base_dir, name, version=None):
     version = int(version)
     if version < 1:
         raise ValueError(f"version must be a positive integer, got {version}")
+    if not serving_base_path:
+        raise ValueError("serving_base_path must not be empty")
+    read_models_config(base_dir)  # an unreadable models.config fails before anything is written
     final = model_dir / str(version)
     if final.exists():
         raise FileExistsError(f"{final} exists; versions are never overwritten")
@@ -99,24 +113,61 @@ def export_saved_model(model, base_dir, name, version=None):
         os.rename(tmp, final)  # atomic within one file system
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    write_models_config(base_dir)
+    write_models_config(base_dir, name, serving_base_path)
     return final
 
 
-def write_models_config(base_dir):
-    """Writes `<base_dir>/models.config` listing every model folder in it."""
+def write_models_config(base_dir, name, serving_base_path=DEFAULT_SERVING_BASE_PATH):
+    """Adds or updates `name`'s entry in `<base_dir>/models.config`, keeping the others.
+
+    The entry gets base path `<serving_base_path>/<name>` and platform
+    `tensorflow`; its other settings (a version policy, labels) are kept.
+    Model folders of `base_dir` the file does not list yet are added with
+    the same base path; entries of models that are not in `base_dir` stay.
+
+    Args:
+        base_dir: the model repository root.
+        name: the model just exported.
+        serving_base_path: where the server sees `base_dir` (a local or
+            remote path, e.g. `gs://bucket/models`).
+
+    Returns:
+        `pathlib.Path` of `models.config`.
+
+    Raises:
+        ValueError: the existing file is not a `ModelServerConfig` with a
+            `model_config_list`; it is left as it is.
+    """
+    if not serving_base_path:
+        raise ValueError("serving_base_path must not be empty")
     base_dir = pathlib.Path(base_dir)
-    entries = []
-    for model_dir in sorted(p for p in base_dir.iterdir() if p.is_dir() and versions(p)):
-        entries.append(
-            "  config {\n"
-            f"    name: '{model_dir.name}'\n"
-            f"    base_path: '/models/{model_dir.name}'\n"
-            "    model_platform: 'tensorflow'\n"
-            "  }\n"
-        )
-    text = "model_config_list {\n" + "".join(entries) + "}\n"
+    config = read_models_config(base_dir)
+    entries = {entry.name: entry for entry in config.model_config_list.config}
+    folders = sorted(p.name for p in base_dir.iterdir() if p.is_dir() and versions(p))
+    for model_name in [name] + [f for f in folders if f not in entries and f != name]:
+        entry = entries[model_name] if model_name in entries else config.model_config_list.config.add(name=model_name)
+        entry.base_path = f"{serving_base_path.rstrip('/')}/{model_name}"
+        entry.model_platform = "tensorflow"
+    path = base_dir / "models.config"
     tmp = base_dir / ".models.config.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, base_dir / "models.config")
-    return base_dir / "models.config"
+    tmp.write_text(text_format.MessageToString(config))
+    os.replace(tmp, path)
+    return path
+
+
+def read_models_config(base_dir):
+    """The `ModelServerConfig` of `<base_dir>/models.config` (empty when there is none).
+
+    Raises:
+        ValueError: the file is not a `ModelServerConfig` with a `model_config_list`.
+    """
+    path = pathlib.Path(base_dir) / "models.config"
+    config = model_server_config_pb2.ModelServerConfig()
+    if path.exists():
+        try:
+            text_format.Parse(path.read_text(), config)
+        except text_format.ParseError as e:
+            raise ValueError(f"{path} is not a TF Serving model config ({e}); fix or remove it") from None
+        if config.WhichOneof("config") == "custom_model_config":
+            raise ValueError(f"{path} has a custom_model_config, not a model_config_list; add the model by hand")
+    return config

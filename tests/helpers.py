@@ -8,8 +8,6 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from conftest import REPO
-
 
 def images_like(model, n, seed=0):
     """Deterministic images in [-1, 1] of the model's shape."""
@@ -30,14 +28,16 @@ def max_abs_diff(a, b):
 
 
 def run_python(code, env=None, timeout=600, args=()):
-    """Runs `code` in a fresh interpreter with the repo importable.
+    """Runs `code` in a fresh interpreter of this environment, importing the installed package.
+
+    `-P`: the working directory is not put on `sys.path`, so a checkout cannot shadow it.
 
     Returns:
         The `CompletedProcess` (text mode); raises if it exits non-zero.
     """
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     proc = subprocess.run(
-        [sys.executable, "-c", code, *args], env=full_env, cwd=REPO,
+        [sys.executable, "-P", "-c", code, *args], env=full_env,
         capture_output=True, text=True, timeout=timeout,
     )
     if proc.returncode != 0:
@@ -73,3 +73,32 @@ def trained_tiny_dcgan(arrays, steps=100):
               steps_per_epoch=steps, epochs=1, verbose=0)
     assert model.generate(model.sample_latents(16)).numpy().std(axis=0).mean() > 0.05
     return model
+
+
+def lazy_steps(steps, interval):
+    """How many of the train steps `0 .. steps - 1` run a lazy phase of `interval`.
+
+    `zoo.base.run_every(step, interval, ...)` runs at `step % interval == 0`
+    (NVIDIA's `batch_idx % phase.interval == 0`), so step 0 always does.
+    """
+    return sum(1 for s in range(steps) if s % interval == 0)
+
+
+def expected_optimizer_iterations(model, steps):
+    """`{optimizer name: iterations}` after `steps` train steps from a fresh start (step 0).
+
+    Derived from the model's configuration, not read from its counters:
+    every held optimizer takes one step per train step; StyleGAN2's lazy
+    regularizers (path length on G, R1 on D) each take one more on the
+    train steps where they run, as NVIDIA's separate Greg/Dreg phases do.
+    """
+    import zoo
+
+    intervals = {}
+    if isinstance(model, zoo.StyleGAN2):
+        intervals = {"g_optimizer": model.pl_interval if model.pl_weight else 0,
+                     "d_optimizer": model.r1_interval if model.r1_gamma else 0}
+    elif not isinstance(model, (zoo.DCGAN, zoo.VAE)):  # a new family: say how it steps its optimizers
+        raise NotImplementedError(f"optimizer steps per train step of {type(model).__name__}")
+    return {name: steps + (lazy_steps(steps, intervals[name]) if intervals.get(name) else 0)
+            for name in model.optimizer_targets()}

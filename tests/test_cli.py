@@ -7,9 +7,10 @@ import sys
 
 import pytest
 
-import train
 import zoo
 from conftest import REPO
+from zoo import precision as zoo_precision
+from zoo.cli import train
 
 
 def dry_run(capsys, *args):
@@ -21,13 +22,14 @@ def dry_run(capsys, *args):
 MODELS = [(f, p) for f, presets in zoo.list_presets().items() for p in presets]
 JIT = ["--jit", "--no-jit"]
 STRATEGIES = [("auto",), ("one",), ("mirrored",), ("mirrored", "--cpu-replicas", "2"), ("tpu",)]
-# Without a GPU (this machine), mixed_bfloat16 is valid for a TPU only.
-VALID = list(itertools.product(MODELS, STRATEGIES, ["float32", "mixed_float16"], JIT)) + list(
-    itertools.product(MODELS, [("tpu",)], ["mixed_bfloat16"], JIT))
+# mixed_bfloat16 without a GPU: valid for a TPU, or on a CPU with bfloat16
+# instructions (pretended below, whatever this machine has).
+VALID = list(itertools.product(MODELS, STRATEGIES, ["float32", "mixed_float16", "mixed_bfloat16"], JIT))
 
 
 @pytest.mark.parametrize("model, strategy, precision, jit", VALID)
-def test_every_valid_combination_dry_runs(capsys, model, strategy, precision, jit):
+def test_every_valid_combination_dry_runs(capsys, monkeypatch, model, strategy, precision, jit):
+    monkeypatch.setattr(zoo_precision, "cpu_has_native_bfloat16", lambda: True)
     family, preset = model
     code, out, err = dry_run(
         capsys, "--model", family, "--preset", preset, "--strategy", strategy[0], *strategy[1:],
@@ -83,11 +85,16 @@ def test_defaults_resolve_to_the_default_preset(capsys):
         (["--data", "folder:/no/such/dir"], "image folder /no/such/dir does not exist"),
         (["--data", "imagenet"], "unknown data scheme 'imagenet'"),
         (["--minutes", "-1"], "--minutes must be >= 0"),
-        (["--precision", "mixed_bfloat16"], "--precision mixed_bfloat16 needs a GPU or TPU"),
+        (["--precision", "mixed_bfloat16"],
+         "--precision mixed_bfloat16 needs a GPU, a TPU or a CPU with bfloat16 instructions "
+         "(avx512_bf16 or amx_bf16 in /proc/cpuinfo)"),
+        (["--serving-base-path", ""], "--serving-base-path must be a non-empty path"),
     ],
 )
 def test_invalid_options_fail_with_one_line(capsys, monkeypatch, args, message):
     monkeypatch.delenv("TF_CONFIG", raising=False)
+    # A CPU without bfloat16 instructions, whatever this machine has.
+    monkeypatch.setattr(zoo_precision, "cpu_has_native_bfloat16", lambda: False)
     code, out, err = dry_run(capsys, *args)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
@@ -106,10 +113,30 @@ def test_resume_refuses_to_change_the_model(capsys, tmp_path):
     assert code == 0 and json.loads(out)["epochs"] == 7 and json.loads(out)["preset"] == "dcgan_tiny"
 
 
+def test_deterministic_and_serving_base_path_are_in_the_config(capsys, tmp_path):
+    code, out, _ = dry_run(capsys)
+    config = json.loads(out)
+    assert code == 0 and config["deterministic"] is False and config["serving_base_path"] == "/models"
+    code, out, _ = dry_run(capsys, "--deterministic", "--serving-base-path", "gs://bucket/models")
+    config = json.loads(out)
+    assert code == 0 and config["deterministic"] is True and config["serving_base_path"] == "gs://bucket/models"
+    # Determinism defines the run; where the server sees the export does not.
+    (tmp_path / "config.json").write_text(json.dumps({"preset": "dcgan_tiny", "deterministic": True}))
+    code, _, err = dry_run(capsys, "--resume", tmp_path, "--no-deterministic")
+    assert code == 2 and "--deterministic cannot change on --resume" in err
+    code, out, _ = dry_run(capsys, "--resume", tmp_path, "--serving-base-path", "/srv")
+    assert code == 0 and json.loads(out)["serving_base_path"] == "/srv"
+    (tmp_path / "config.json").write_text(json.dumps({"preset": "dcgan_tiny", "deterministic": "yes"}))
+    code, _, err = dry_run(capsys, "--resume", tmp_path)
+    assert code == 2 and err == "error: --deterministic is a flag (true or false), got 'yes'\n"
+
+
 def test_real_process_exit_code_and_message():
     done = subprocess.run(
-        [sys.executable, "train.py", "--batch-size", "0"],
-        cwd=REPO, capture_output=True, text=True, env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"},
+        # The checkout's train.py as a user runs it; -P: its folder is not on sys.path, so the
+        # zoo it imports is the installed one.
+        [sys.executable, "-P", str(REPO / "train.py"), "--batch-size", "0"],
+        capture_output=True, text=True, env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == "error: --batch-size must be a positive integer, got 0"

@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
 from helpers import trained_tiny_dcgan
 
 from zoo.metrics import functions
@@ -62,7 +61,8 @@ def test_fd_non_commuting_2x2_closed_form():
 
 
 def test_fd_random_spd_against_scipy_sqrtm():
-    linalg = pytest.importorskip("scipy.linalg")
+    from scipy import linalg  # pinned in requirements.txt: this check must run, not skip
+
     rng = np.random.default_rng(3)
     s1, _ = random_spd(rng, 64)
     s2, _ = random_spd(rng, 64)
@@ -359,16 +359,16 @@ def test_python_m_zoo_evaluate_in_a_fresh_process(tmp_path, tiny_dcgan):
     """The module as a command (a fresh TensorFlow process: about 30 s)."""
     keras_path = tmp_path / "tiny.keras"
     tiny_dcgan.save(keras_path)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2",
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
            "ZOO_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "zoo.evaluate", str(keras_path), "--num", "200",
-                           "--metrics", "fd,coverage"], cwd=REPO, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-P", "-m", "zoo.evaluate", str(keras_path), "--num", "200",
+                           "--metrics", "fd,coverage"], capture_output=True, text=True,
                           timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(results) == {"fd", "coverage", "coverage_min_share", "coverage_tvd"}
-    proc = subprocess.run([sys.executable, "-m", "zoo.evaluate", str(tmp_path / "missing.keras")],
-                          cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run([sys.executable, "-P", "-m", "zoo.evaluate", str(tmp_path / "missing.keras")],
+                          capture_output=True, text=True, timeout=600, env=env)
     # TensorFlow's C++ start-up lines come first on this CUDA build; ours is the last line.
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error:")
 

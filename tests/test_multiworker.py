@@ -20,6 +20,7 @@ import pytest
 
 import zoo
 from conftest import REPO
+from helpers import expected_optimizer_iterations
 from test_training import restorable_backup, saved_state
 
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "multiworker_worker.py"
@@ -38,13 +39,13 @@ def free_ports(n):
 
 
 def launch(args, out, tf_config=None):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("TF_CONFIG", None)
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
     log = open(f"{out}.log", "w")
     return subprocess.Popen(
-        [sys.executable, str(SCRIPT), *args, str(out)], env=env, cwd=REPO,
+        [sys.executable, str(SCRIPT), *args, str(out)], env=env,
         stdout=log, stderr=subprocess.STDOUT,
     ), log
 
@@ -78,7 +79,8 @@ def load(out):
     ("dcgan", "dcgan_tiny"), ("vae", "vae_tiny"), ("stylegan2", "stylegan2_tiny")])
 def test_two_workers_equal_one_device(family, preset, tmp_path):
     steps, batch = 3, 16
-    initial = zoo.get_model(family, preset).get_weights()
+    model = zoo.get_model(family, preset)
+    initial = model.get_weights()
     init_path = tmp_path / "init.npz"
     np.savez(init_path, **{f"w{i}": w for i, w in enumerate(initial)})
     args = [family, preset, str(steps), str(batch), str(init_path)]
@@ -96,8 +98,18 @@ def test_two_workers_equal_one_device(family, preset, tmp_path):
 
     assert [info0["replicas"], info1["replicas"], info_one["replicas"]] == [2, 2, 1]
     assert [info0["task"], info1["task"]] == [["worker", 0], ["worker", 1]]
-    for info in (info0, info1, info_one):
-        assert info["iterations"] == [steps] * len(info["iterations"])  # every held optimizer, every step
+    # Every process ran every train step once, and every held optimizer took
+    # the steps the model's schedule implies: one per train step, plus
+    # StyleGAN2's lazy regularizer steps (its own optimizer steps, as NVIDIA's
+    # Greg/Dreg phases; tiny: path length and R1 both at step 0, so 3 + 1).
+    # Derived, not copied from one run, so a step skipped or doubled on every
+    # process fails too; comparing all three lists makes the two workers and
+    # one device agree on every optimizer.
+    expected = expected_optimizer_iterations(model, steps)
+    iterations = {name: dict(zip(info["optimizers"], info["iterations"], strict=True))
+                  for name, info in (("worker0", info0), ("worker1", info1), ("one", info_one))}
+    assert iterations == {name: expected for name in iterations}, (expected, iterations)
+    assert [info0["train_steps"], info1["train_steps"], info_one["train_steps"]] == [steps] * 3
     # Each worker's replica gets its contiguous half of every global batch
     # (auto-shard of a batched in-memory dataset rebatches, then shards), which
     # matches the rows `base.replica_normal` gives the global replica id 0 or 1.
@@ -165,11 +177,12 @@ FAIL_WITHIN = 60  # seconds from the kill until the surviving worker has exited
 
 def launch_train(args, log_path, index, ports, tmpdir):
     """`train.py args` as worker `index` of a 2-worker cluster; TMPDIR shows what it leaves behind."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", "TMPDIR": str(tmpdir)}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TMPDIR": str(tmpdir)}
     env["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
                                    "task": {"type": "worker", "index": index}})
     log = open(log_path, "w")
-    return subprocess.Popen([sys.executable, "train.py", *map(str, args)], env=env, cwd=REPO,
+    # The checkout's train.py; -P: the zoo it imports is the installed one.
+    return subprocess.Popen([sys.executable, "-P", str(REPO / "train.py"), *map(str, args)], env=env,
                             stdout=log, stderr=subprocess.STDOUT), log
 
 

@@ -9,7 +9,6 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from conftest import REPO
 from export import export_model, export_onnx
 from zoo import base, data
 
@@ -126,8 +125,8 @@ def test_export_cli_onnx(exported, tmp_path):
     keras_path = tmp_path / "gan.keras"
     model.save(keras_path)
     done = subprocess.run(
-        [sys.executable, "-m", "export", str(keras_path), "--format", "onnx", "--output", str(tmp_path / "o")],
-        cwd=REPO, capture_output=True, text=True, env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"},
+        [sys.executable, "-P", "-m", "export", str(keras_path), "--format", "onnx", "--output", str(tmp_path / "o")],
+        capture_output=True, text=True, env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 0, done.stderr
     written = tmp_path / "o" / "gan.onnx"

@@ -21,8 +21,8 @@ def tiny():
 def test_registered_with_presets():
     assert zoo.default_preset("stylegan2") == "stylegan2_fashion_mnist"
     assert set(zoo.list_presets()["stylegan2"]) >= {
-        "stylegan2_fashion_mnist", "stylegan2_64_rgb", "stylegan2_128_rgb", "stylegan2_256_rgb",
-        "stylegan2_tiny",
+        "stylegan2_fashion_mnist", "stylegan2_fashion_mnist_paper", "stylegan2_64_rgb",
+        "stylegan2_128_rgb", "stylegan2_256_rgb", "stylegan2_tiny",
     }
 
 
@@ -170,3 +170,23 @@ def test_default_optimizers_adjust_for_lazy_regularization(tiny):
 def test_bad_image_size_is_a_clear_error():
     with pytest.raises(ValueError, match="power of two"):
         zoo.StyleGAN2(image_size=48)
+
+
+def test_explore_writes_the_grids_it_names(tiny, tmp_path):
+    from PIL import Image
+
+    from zoo.stylegan2 import explore
+
+    tiny.save(tmp_path / "model.keras")
+    assert explore.main([str(tmp_path), "--out", str(tmp_path / "g"), "--seeds", "0", "1", "2", "3",
+                         "--psis", "1", "0", "--samples", "4"]) == 0
+    size = tiny.image_size
+    expected = {"g_samples.png": (2 * size, 2 * size), "g_samples_psi0.7.png": (2 * size, 2 * size),
+                "g_truncation.png": (4 * size, 2 * size), "g_mixing.png": (3 * size, 3 * size)}
+    for name, (height, width) in expected.items():
+        assert np.asarray(Image.open(tmp_path / name)).shape[:2] == (height, width), name
+    # psi 0 is the average image: every seed's row ends in the same picture.
+    truncation = np.asarray(Image.open(tmp_path / "g_truncation.png"), np.int32)
+    ends = [truncation[i * size : (i + 1) * size, size:] for i in range(4)]
+    assert all(np.abs(end - ends[0]).max() <= 1 for end in ends)
+    assert explore.main([str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2

@@ -13,19 +13,20 @@ import keras
 import numpy as np
 import pytest
 
-import train
 import zoo
 from conftest import REPO
 from helpers import dataset_of, images_like
 from zoo import callbacks, training
+from zoo.cli import train
 
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 TINY = ["--preset", "dcgan_tiny", "--batch-size", "16", "--samples", "4", "--no-jit"]
 
 
 def _train(*args, **kwargs):
     return subprocess.Popen(
-        [sys.executable, "train.py", *map(str, args)], cwd=REPO, env=ENV,
+        # The checkout's train.py; -P: the zoo it imports is the installed one.
+        [sys.executable, "-P", str(REPO / "train.py"), *map(str, args)], env=ENV,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs,
     )
 
@@ -61,6 +62,22 @@ def test_run_writes_a_complete_run_directory(tmp_path):
         assert again.history[key] == result.history[key], key
     for png in ("samples-0001.png", "samples-0002.png"):
         assert (again.run_dir / "samples" / png).read_bytes() == (result.run_dir / "samples" / png).read_bytes()
+
+
+def test_deterministic_run_enables_op_determinism_before_building(tmp_path, monkeypatch):
+    from tensorflow.python.framework import config as tf_config
+
+    at_build = []
+    build = training.build_model
+    monkeypatch.setattr(training, "build_model",
+                        lambda *a: at_build.append(tf_config.is_op_determinism_enabled()) or build(*a))
+    code = train.main([*TINY, "--epochs", "1", "--steps", "2", "--outdir", str(tmp_path),
+                       "--deterministic", "--serving-base-path", "/srv/zoo"])
+    assert code == 0 and at_build == [True]
+    assert not tf_config.is_op_determinism_enabled()  # process-wide: restored after the run
+    run_dir = next(tmp_path.iterdir())
+    assert json.loads((run_dir / "config.json").read_text())["deterministic"] is True
+    assert 'base_path: "/srv/zoo/dcgan_tiny"' in (run_dir / "export/saved_model/models.config").read_text()
 
 
 def _metadata(path):
@@ -158,6 +175,56 @@ def test_collective_timeout_needs_several_workers(monkeypatch):
         training.validate(dataclasses.replace(config, strategy="multiworker", collective_timeout=-1))
 
 
+_IS_CHIEF = """
+import json
+from zoo import training
+strategy = training.make_strategy(training.TrainConfig(strategy="multiworker"))
+print(json.dumps(training.is_chief(strategy)))
+"""
+
+
+def test_exactly_one_chief_per_cluster():
+    # Real clusters (the strategy connects every task before it answers):
+    # with a `chief` task it alone writes; without one, worker 0 does.
+    import socket
+
+    sockets = [socket.socket() for _ in range(4)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    clusters = {
+        "chief+worker": {"chief": [f"127.0.0.1:{ports[0]}"], "worker": [f"127.0.0.1:{ports[1]}"]},
+        "2 workers": {"worker": [f"127.0.0.1:{ports[2]}", f"127.0.0.1:{ports[3]}"]},
+    }
+    procs = {}
+    for name, cluster in clusters.items():
+        for task_type, addresses in cluster.items():
+            for index in range(len(addresses)):
+                tf_config = {"cluster": cluster, "task": {"type": task_type, "index": index}}
+                procs[name, f"{task_type}:{index}"] = subprocess.Popen(
+                    [sys.executable, "-P", "-c", _IS_CHIEF], env={**ENV, "TF_CONFIG": json.dumps(tf_config)},
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                )
+    answers = {}
+    try:
+        for key, proc in procs.items():
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-2000:]
+            answers[key] = json.loads(out.strip().splitlines()[-1])
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert answers == {
+        ("chief+worker", "chief:0"): True, ("chief+worker", "worker:0"): False,
+        ("2 workers", "worker:0"): True, ("2 workers", "worker:1"): False,
+    }
+    assert training.is_chief(training.make_strategy(training.TrainConfig(strategy="one")))
+
+
 def test_a_failed_collective_is_summed_up_in_one_line():
     import tensorflow as tf
 
@@ -189,6 +256,42 @@ def test_nan_in_a_loss_names_the_term_and_step():
     images[16:] = np.nan  # the second batch poisons D's loss on real images
     with pytest.raises(callbacks.NonFiniteLossError, match=r"non-finite d_loss=nan at step 2"):
         model.fit(dataset_of(images, 16), callbacks=[callbacks.NonFiniteGuard()], verbose=0)
+
+
+def test_nan_in_a_non_trainable_weight_stops_training():
+    # Batch norm's moving mean reaches no training loss, only the exports.
+    class PoisonMovingMean(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                moving_mean = next(w for w in self.model.generator.weights if "moving_mean" in w.path)
+                moving_mean.assign(np.full(moving_mean.shape, np.nan, "float32"))
+
+    keras.utils.set_random_seed(0)
+    model = zoo.get_model("dcgan", "dcgan_tiny")
+    model.compile()
+    with pytest.raises(callbacks.NonFiniteLossError, match=r"^non-finite weights in generator after step 2;"):
+        model.fit(dataset_of(images_like(model, 64), 16), verbose=0,
+                  callbacks=[PoisonMovingMean(), callbacks.NonFiniteGuard()])
+
+
+def test_every_saved_float_weight_is_checked():
+    model = zoo.get_model("stylegan2", "stylegan2_tiny")
+    owned = callbacks.saved_weights(model)
+    floats = [w for w in model.weights if w.dtype.startswith("float")]
+    assert [v for _, v in owned] == floats and len(floats) > len(model.trainable_variables)
+    owners = {owner for owner, _ in owned}
+    assert {"generator", "generator_ema", "discriminator", "style_gan2/pl_mean"} <= owners
+    assert any(o == "generator" and v.path.endswith("w_avg") for o, v in owned)
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 4])
+def test_throughput_counts_every_step(monkeypatch, steps_per_execution):
+    clock = iter([0.0, 2.0])  # the epoch's start and end
+    monkeypatch.setattr(callbacks, "time", type("Clock", (), {"monotonic": staticmethod(lambda: next(clock))}))
+    model = zoo.get_model("dcgan", "dcgan_tiny")
+    model.compile(steps_per_execution=steps_per_execution)
+    history = model.fit(dataset_of(images_like(model, 128), 16), verbose=0, callbacks=[callbacks.Throughput(16)])
+    assert history.history["images_per_sec"] == [8 * 16 / 2.0]  # 8 steps of 16 images in 2 s
 
 
 def test_nan_weights_stop_the_cli_with_exit_3_and_keep_the_backup(tmp_path, monkeypatch, capsys):

@@ -347,6 +347,10 @@ def test_export_parity_keras_savedmodel_tflite(trained, batch, tmp_path):
     np.testing.assert_allclose(lite["z_mean"], saved["encode/z_mean"], atol=1e-4)
     np.testing.assert_allclose(lite["z_log_var"], saved["encode/z_log_var"], atol=1e-4)
 
+    from test_export import assert_requests_are_checked
+
+    assert_requests_are_checked(written["saved_model"])  # serving_default and decode take z
+
 
 # ---- latent tools -----------------------------------------------------------
 

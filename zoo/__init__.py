@@ -4,11 +4,19 @@ Public API:
     FAMILIES: family name -> model class.
     get_model(family, preset, **overrides): a model built from a named preset.
     list_presets(): `{family: {preset: description}}`.
+    __version__: the installed distribution's version (keras-generative-zoo).
 """
 
-from zoo.dcgan import DCGAN
-from zoo.stylegan2 import StyleGAN2
-from zoo.vae import VAE
+from importlib import metadata as _metadata
+
+try:
+    __version__ = _metadata.version("keras-generative-zoo")
+except _metadata.PackageNotFoundError:  # a checkout on sys.path, not installed
+    __version__ = "0+unknown"
+
+from zoo.dcgan import DCGAN  # noqa: E402
+from zoo.stylegan2 import StyleGAN2  # noqa: E402
+from zoo.vae import VAE  # noqa: E402
 
 FAMILIES = {"dcgan": DCGAN, "vae": VAE, "stylegan2": StyleGAN2}
 
@@ -44,4 +52,6 @@ def default_preset(family):
     return next(iter(_family(family).presets))
 
 
-__all__ = ["DCGAN", "FAMILIES", "StyleGAN2", "VAE", "default_preset", "get_model", "list_presets"]
+__all__ = [
+    "DCGAN", "FAMILIES", "StyleGAN2", "VAE", "__version__", "default_preset", "get_model", "list_presets",
+]

@@ -25,6 +25,10 @@ from keras.src.backend.tensorflow.trainer import (
     _collective_all_reduce_multi_worker as _multi_worker,
 )
 
+# Images one request to an exported `sample` signature may ask for: without
+# a bound, one request could make a server allocate any amount of memory.
+MAX_SAMPLES_PER_REQUEST = 1024
+
 
 def global_mean(per_example):
     """Mean of a per-example loss over the global batch, for gradients.
@@ -175,6 +179,44 @@ def run_every(step, interval, fn, *args):
         tf.cond(pred, then_true(run_on_replicas), lambda: tf.constant(False))
 
     ctx.merge_call(cross_replica, args=(pred, *args))
+
+
+def request_latents(num, seed, latent_shape):
+    """The `sample` signature's latents: `[num, *latent_shape]` N(0, 1) from the stateless seed `[seed, 0]`.
+
+    `num` is checked when the graph runs, so a SavedModel (and TF Serving)
+    answers a request outside [0, `MAX_SAMPLES_PER_REQUEST`] with an
+    `InvalidArgumentError` that says so instead of allocating it.
+
+    Args:
+        num: int32 scalar tensor, images requested.
+        seed: int64 scalar tensor.
+        latent_shape: per-example shape, a tuple of Python ints.
+    """
+    num = tf.convert_to_tensor(num)
+    checks = [
+        tf.debugging.assert_non_negative(num, message="sample: num must be >= 0"),
+        tf.debugging.assert_less_equal(
+            num, tf.constant(MAX_SAMPLES_PER_REQUEST, num.dtype),
+            message=f"sample: num must be at most {MAX_SAMPLES_PER_REQUEST} images per request "
+                    "(MAX_SAMPLES_PER_REQUEST); ask in several requests",
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        return stateless_normal(
+            tf.stack([num, *latent_shape]), seed=tf.stack([seed, tf.constant(0, tf.int64)])
+        )
+
+
+def finite_latents(z):
+    """`z`, failing the request when it holds a NaN or Inf (an `InvalidArgumentError` naming `z`).
+
+    For exported signatures: a non-finite latent would otherwise come back
+    as an all-NaN image. LiteRT's converter removes the check (it keeps
+    builtin ops only and drops `CheckNumerics`), so a `.tflite` file passes
+    NaN through; the SavedModel, and TF Serving, reject it.
+    """
+    return tf.debugging.assert_all_finite(z, "z (latents) must be finite: got NaN or Inf")
 
 
 def batch_size_of(images):

@@ -236,18 +236,22 @@ class SampleGrid(keras.callbacks.Callback):
 
 
 class NonFiniteGuard(keras.callbacks.Callback):
-    """Stops training on the first NaN/Inf in any logged value or weight.
+    """Stops training on the first NaN/Inf in any logged value or saved weight.
 
     Unlike `keras.callbacks.TerminateOnNaN` (which reads only `loss` and ends
     training normally, making `BackupAndRestore` delete its backup), this
     raises `NonFiniteLossError`, so the backup of the last good state stays.
     Weights are checked too: an update that turns them NaN shows in the
-    losses only one step later, after a backup could have saved them. Put it
-    before `BackupAndRestore` so a bad state is never backed up.
+    losses only one step later, after a backup could have saved them. Every
+    floating-point weight a backup or export saves is checked, not only the
+    trainable ones: batch-norm moving statistics, the EMA generator and the
+    w average never reach a loss but are what the exports compute with. Put
+    it before `BackupAndRestore` so a bad state is never backed up.
     """
 
     def on_train_begin(self, logs=None):
-        variables = self.model.trainable_variables
+        self._owned = saved_weights(self.model)
+        variables = [v for _, v in self._owned]
 
         @tf.function
         def all_finite():
@@ -265,12 +269,27 @@ class NonFiniteGuard(keras.callbacks.Callback):
                     "training stopped, the last backup is kept"
                 )
         if not bool(self._all_finite()):
-            bad = [net.name for net in self.model.optimizer_targets().values()
-                   if not all(np.isfinite(v.numpy()).all() for v in net.trainable_variables)]
+            bad = list(dict.fromkeys(
+                owner for owner, v in self._owned if not np.isfinite(keras.ops.convert_to_numpy(v)).all()
+            ))
             raise NonFiniteLossError(
                 f"non-finite weights in {', '.join(bad)} after step {self.model.train_steps}; "
                 "training stopped, the last backup is kept"
             )
+
+
+def saved_weights(model):
+    """`[(owner, variable)]` of every floating-point weight of `model` (what `model.weights` saves).
+
+    The owner is the top-level sub-network holding the weight (`generator`,
+    `generator_ema`, ...) or, for the model's own state, the weight's path.
+    """
+    owners = {}
+    for layer in model.layers:
+        owners.update((id(v), layer.name) for v in layer.weights)
+    return [
+        (owners.get(id(v), v.path), v) for v in model.weights if keras.backend.is_float_dtype(v.dtype)
+    ]
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -289,7 +308,11 @@ class TimeBudget(keras.callbacks.Callback):
 
 
 class Throughput(keras.callbacks.Callback):
-    """Adds `images_per_sec` of the epoch to the epoch logs."""
+    """Adds `images_per_sec` of the epoch to the epoch logs.
+
+    Args:
+        global_batch_size: images per training step, over all replicas.
+    """
 
     def __init__(self, global_batch_size):
         super().__init__()
@@ -299,7 +322,8 @@ class Throughput(keras.callbacks.Callback):
         self._start, self._batches = time.monotonic(), 0
 
     def on_train_batch_end(self, batch, logs=None):
-        self._batches += 1
+        # Keras calls this once per `steps_per_execution` steps.
+        self._batches += self.model.steps_per_execution
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:

@@ -24,10 +24,12 @@ import typing
 
 import keras
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_framework_config
 
 import zoo
 from zoo import callbacks as zoo_callbacks
 from zoo import data as zoo_data
+from zoo import precision
 
 STRATEGIES = ("auto", "one", "mirrored", "multiworker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -35,6 +37,7 @@ QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 # Options that may change when a run is resumed; the rest define the run.
 RESUMABLE_OVERRIDES = (
     "epochs", "steps", "minutes", "strategy", "cpu_replicas", "jit", "export", "quantize", "collective_timeout",
+    "serving_base_path",
 )
 
 
@@ -62,6 +65,7 @@ class TrainConfig:
     precision: str = "float32"
     jit: bool | None = None  # XLA; None = the family's `xla_by_default`
     seed: int = 0
+    deterministic: bool = False  # tf.config.experimental.enable_op_determinism() (bit-exact on GPUs too)
     outdir: str = "runs"
     minutes: float = 0.0  # wall-time budget; 0 = none
     collective_timeout: float = 0.0  # multi-worker: seconds a collective op may wait; 0 = no limit
@@ -72,6 +76,7 @@ class TrainConfig:
     eval_metrics: str = "fd,kid"
     export: bool = True
     quantize: str = "none"
+    serving_base_path: str = "/models"  # where TF Serving sees export/saved_model (models.config)
 
     def resolved(self):
         """A copy with defaults filled in (the preset)."""
@@ -123,12 +128,19 @@ def validate(config):
         fail(f"--precision {config.precision!r} is unknown; choose from {PRECISIONS}")
     if config.quantize not in QUANTIZE_MODES:
         fail(f"--quantize {config.quantize!r} is unknown; choose from {QUANTIZE_MODES}")
+    if not isinstance(config.deterministic, bool):
+        fail(f"--deterministic is a flag (true or false), got {config.deterministic!r}")
+    if not isinstance(config.serving_base_path, str) or not config.serving_base_path:
+        fail(f"--serving-base-path must be a non-empty path, got {config.serving_base_path!r}")
     if (config.precision == "mixed_bfloat16" and config.strategy != "tpu"
-            and not tf.config.list_physical_devices("GPU")):
-        # TensorFlow's CPU kernels (BiasAddGrad, with or without XLA) sum
-        # bfloat16 in bfloat16: 2048 ones sum to 256, so bias gradients are wrong.
-        fail("--precision mixed_bfloat16 needs a GPU or TPU: on CPU TensorFlow sums bfloat16 "
-             "gradients in bfloat16 and gets them wrong; use mixed_float16 or float32")
+            and not tf.config.list_physical_devices("GPU") and not precision.cpu_has_native_bfloat16()):
+        # The models sum their 16-bit gradients in float32 (zoo.precision;
+        # TensorFlow's CPU BiasAddGrad sums bfloat16 in bfloat16), so bfloat16
+        # trains correctly on CPU; without bfloat16 instructions the CPU can
+        # only convert to and from float32, which cannot pay: refused.
+        fail("--precision mixed_bfloat16 needs a GPU, a TPU or a CPU with bfloat16 instructions "
+             f"({' or '.join(precision.NATIVE_BFLOAT16_FLAGS)} in /proc/cpuinfo), and this CPU has "
+             "none; use float32 or mixed_float16")
     if config.cpu_replicas == 1 or (config.cpu_replicas > 1 and config.strategy != "mirrored"):
         fail("--cpu-replicas N (N >= 2) goes with --strategy mirrored")
     if config.strategy == "multiworker" and "TF_CONFIG" not in os.environ:
@@ -208,12 +220,14 @@ def _logical_cpus(n):
 
 
 def is_chief(strategy):
-    """True on the worker that writes checkpoints and exports."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type is None or task_type == "chief" or (task_type == "worker" and task_id == 0)
+    """True on the one process that writes the run directory, backups and exports.
+
+    TensorFlow's own answer (`extended.should_checkpoint`): in a cluster, the
+    `chief` task when there is one, else `worker` 0; a single process is its
+    own chief. Deciding from the task alone made `worker` 0 a second chief
+    next to a `chief` task.
+    """
+    return bool(strategy.extended.should_checkpoint)
 
 
 def new_run_dir(outdir, config):
@@ -476,9 +490,14 @@ def run(config, resume_dir=None, verbose="auto"):
             # and overwrite the trained model.
             raise ConfigError(f"--resume {resume_dir}: the run has finished; start a new run")
     previous_policy = keras.mixed_precision.global_policy()
+    previous_determinism = tf_framework_config.is_op_determinism_enabled()
     keras.mixed_precision.set_global_policy(config.precision)
     try:
         keras.utils.set_random_seed(config.seed)
+        if config.deterministic:
+            # Before any op of the run: TF then picks deterministic kernels (GPU
+            # convolutions, reductions, scatters) and raises for ops that have none.
+            tf.config.experimental.enable_op_determinism()
         strategy = make_strategy(config)
         chief = is_chief(strategy)
         if not chief:
@@ -535,7 +554,11 @@ def run(config, resume_dir=None, verbose="auto"):
             if config.export:
                 from export import export_model
 
-                exports = export_model(model, run_dir / "export", config.preset, quantize=config.quantize)
+                exports = export_model(model, run_dir / "export", config.preset, quantize=config.quantize,
+                                       serving_base_path=config.serving_base_path)
         return RunResult(run_dir, history, exports)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+        if config.deterministic and not previous_determinism:
+            # A process-wide switch: restore it, as the policy (TF has no public disable).
+            tf_framework_config.disable_op_determinism()

@@ -7,7 +7,8 @@ With `TF_CONFIG` set it is one worker of a `MultiWorkerMirroredStrategy`
 cluster; without it, the one-device reference. Either way it trains STEPS
 steps of `fit` on the same deterministic global batches and writes
 `OUT.npz` (model weights `w0..`, optimizer variables `o0..`) and `OUT.json`
-(epoch logs, replica count, optimizer iterations, task, and `seen`: the rows
+(epoch logs, replica count, each held optimizer's iterations with the
+optimizers' names, the model's `train_steps`, task, and `seen`: the rows
 of the data this process's replica got at each step). `--precision` sets the
 Keras mixed-precision policy; `--time-steps T` then trains T more steps and
 adds their median wall time, `step_seconds`, to `OUT.json` (the weights
@@ -68,6 +69,8 @@ def main(family, preset, steps, batch, init_path, out, precision="float32", time
         "replicas": strategy.num_replicas_in_sync,
         "seen": seen,
         "iterations": [int(getattr(model, name).iterations.numpy()) for name in model.optimizer_targets()],
+        "optimizers": list(model.optimizer_targets()),  # the names of `iterations`, in order
+        "train_steps": model.train_steps,
         "task": [resolver.task_type, resolver.task_id] if resolver else None,
     }
     if time_steps:

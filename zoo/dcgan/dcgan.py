@@ -76,11 +76,22 @@ class DCGAN(base.GenerativeModel):
 
     def train_step(self, data):
         real = data[0] if isinstance(data, (tuple, list)) else data
-        batch = base.batch_size_of(real)
         # Read once: `iterations` changes when D's update is applied below.
         step = tf.convert_to_tensor(self.d_optimizer.iterations)
+        d_per_example, real_logits, fake_logits = self._discriminator_step(step, real)
+        g_per_example = self._generator_step(step, real)
 
-        # 1) Discriminator on a real batch and a generated batch.
+        # Trackers take this replica's unscaled means; Keras averages replicas.
+        self.d_loss_tracker.update_state(tf.reduce_mean(d_per_example))
+        self.g_loss_tracker.update_state(tf.reduce_mean(g_per_example))
+        self.d_real_tracker.update_state(tf.reduce_mean(tf.sigmoid(real_logits)))
+        self.d_fake_tracker.update_state(tf.reduce_mean(tf.sigmoid(fake_logits)))
+        return {m.name: m.result() for m in self.metrics}
+
+    # The phases of one step (`benchmarks/profile_step.py` times each).
+    def _discriminator_step(self, step, real):
+        """One D step on a real batch and a generated batch: `(loss [N], real logits, fake logits)`."""
+        batch = base.batch_size_of(real)
         z = base.replica_normal(batch, self.latent_shape, self.noise_seed(step, 0))
         with tf.GradientTape() as tape:
             fake = self.generator(z, training=True)
@@ -89,21 +100,17 @@ class DCGAN(base.GenerativeModel):
             d_per_example = discriminator_logistic_loss(real_logits, fake_logits)
             d_loss = base.global_mean(d_per_example)
         self.apply_loss(self.d_optimizer, tape, d_loss, self.discriminator)
+        return d_per_example, real_logits, fake_logits
 
-        # 2) Generator on fresh noise, against the updated discriminator.
-        z = base.replica_normal(batch, self.latent_shape, self.noise_seed(step, 1))
+    def _generator_step(self, step, real):
+        """One G step on fresh noise against the (updated) D: the per-example loss `[N]`."""
+        z = base.replica_normal(base.batch_size_of(real), self.latent_shape, self.noise_seed(step, 1))
         with tf.GradientTape() as tape:
             g_logits = self.discriminator(self.generator(z, training=True), training=True)
             g_per_example = generator_nonsaturating_loss(g_logits)
             g_loss = base.global_mean(g_per_example)
         self.apply_loss(self.g_optimizer, tape, g_loss, self.generator)
-
-        # Trackers take this replica's unscaled means; Keras averages replicas.
-        self.d_loss_tracker.update_state(tf.reduce_mean(d_per_example))
-        self.g_loss_tracker.update_state(tf.reduce_mean(g_per_example))
-        self.d_real_tracker.update_state(tf.reduce_mean(tf.sigmoid(real_logits)))
-        self.d_fake_tracker.update_state(tf.reduce_mean(tf.sigmoid(fake_logits)))
-        return {m.name: m.result() for m in self.metrics}
+        return g_per_example
 
     def export_networks(self):
         return [self.generator]
@@ -119,12 +126,10 @@ class DCGAN(base.GenerativeModel):
         latent = self.latent_dim
 
         def serving_default(z):
-            return {"images": self.generate(z)}
+            return {"images": self.generate(base.finite_latents(z))}
 
         def sample(num, seed):
-            z = base.stateless_normal(
-                tf.stack([num, latent]), seed=tf.stack([seed, tf.constant(0, tf.int64)])
-            )
+            z = base.request_latents(num, seed, (latent,))
             return {"images": self.generate(z)}
 
         return {

@@ -18,6 +18,8 @@ import math
 import keras
 from keras import layers
 
+from zoo import precision
+
 
 def _init():
     # Radford et al.: weights from N(0, 0.02). A fresh instance per layer: a
@@ -55,19 +57,19 @@ def build_generator(latent_dim, image_size, channels, base_filters, name="genera
     levels = _levels(image_size)
     top = base_filters * 2 ** (levels - 1)
     z = keras.Input((latent_dim,), name="z")
-    x = layers.Dense(4 * 4 * top, use_bias=False, kernel_initializer=_init())(z)
+    x = precision.Dense(4 * 4 * top, use_bias=False, kernel_initializer=_init())(z)
     x = layers.Reshape((4, 4, top))(x)  # [N, 4, 4, C]
     x = _batch_norm()(x)
     x = layers.ReLU()(x)
     for level in range(levels - 1):
         filters = top // 2 ** (level + 1)
-        x = layers.Conv2DTranspose(
+        x = precision.Conv2DTranspose(
             filters, 4, strides=2, padding="same", use_bias=False,
             kernel_initializer=_init(),
         )(x)
         x = _batch_norm()(x)
         x = layers.ReLU()(x)
-    x = layers.Conv2DTranspose(
+    x = precision.Conv2DTranspose(
         channels, 4, strides=2, padding="same", kernel_initializer=_init()
     )(x)  # [N, H, W, channels]
     # tanh in float32 whatever the policy: images leave the model as float32.
@@ -91,7 +93,7 @@ def build_discriminator(image_size, channels, base_filters, name="discriminator"
     images = keras.Input((image_size, image_size, channels), name="images")
     x = images
     for level in range(levels):
-        x = layers.Conv2D(
+        x = precision.Conv2D(
             base_filters * 2**level, 4, strides=2, padding="same",
             use_bias=level == 0, kernel_initializer=_init(),
         )(x)
@@ -100,5 +102,5 @@ def build_discriminator(image_size, channels, base_filters, name="discriminator"
         x = layers.LeakyReLU(0.2)(x)
     x = layers.Flatten()(x)  # [N, 4 * 4 * C]
     # Logits stay float32 under mixed precision (KERAS_PITFALLS item 10).
-    logits = layers.Dense(1, kernel_initializer=_init(), dtype="float32", name="logits")(x)
+    logits = precision.Dense(1, kernel_initializer=_init(), dtype="float32", name="logits")(x)
     return keras.Model(images, logits, name=name)

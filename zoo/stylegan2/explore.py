@@ -1,11 +1,13 @@
-"""Truncation and style-mixing grids of a trained StyleGAN2.
+"""Sample, truncation and style-mixing grids of a trained StyleGAN2.
 
     python -m zoo.stylegan2.explore RUN_DIR_OR_KERAS_FILE --out docs/images/stylegan2
 
-writes `<out>_truncation.png` (a row per seed, a column per ψ) and
-`<out>_mixing.png` (NVIDIA's figure: top row "source B" images, left column
-"source A" images; cell (i, j) takes the coarse styles, layers below
-`--crossover`, from A_i and the rest from B_j).
+writes `<out>_samples.png` and `<out>_samples_psi<ψ>.png` (`--samples`
+images from fixed latents at ψ = 1 and at `--samples-psi`),
+`<out>_truncation.png` (a row per seed, a column per ψ) and `<out>_mixing.png`
+(NVIDIA's figure: top row "source B" images, left column "source A" images;
+cell (i, j) takes the coarse styles, layers below `--crossover`, from A_i and
+the rest from B_j).
 """
 
 import argparse
@@ -70,6 +72,8 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
     p.add_argument("--psis", type=float, nargs="+", default=[1.0, 0.8, 0.6, 0.4, 0.2, 0.0])
     p.add_argument("--crossover", type=int, default=4, help="first layer taking B's styles")
+    p.add_argument("--samples", type=int, default=64, help="images per sample grid (0: none)")
+    p.add_argument("--samples-psi", type=float, default=0.7, help="ψ of the second sample grid")
     args = p.parse_args(argv)
     try:
         model = load_model(args.source)
@@ -81,13 +85,19 @@ def main(argv=None):
         return 2
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    if args.samples:
+        z = model.sample_latents(args.samples, seed=0)
+        for psi, suffix in ((1.0, "samples"), (args.samples_psi, f"samples_psi{args.samples_psi:g}")):
+            save_png(image_grid(model.generate(z, psi).numpy()), f"{out}_{suffix}.png")
+            written.append(f"{out}_{suffix}.png")
     grid = truncation_grid(model, args.seeds, args.psis)
     save_png(image_grid(grid, cols=len(args.psis)), f"{out}_truncation.png")
     half = len(args.seeds) // 2
     rows, cols = args.seeds[:half], args.seeds[half:]
     grid = mixing_grid(model, rows, cols, args.crossover)
     save_png(image_grid(grid, cols=1 + len(cols)), f"{out}_mixing.png")
-    print(f"{out}_truncation.png {out}_mixing.png")
+    print(" ".join([*written, f"{out}_truncation.png", f"{out}_mixing.png"]))
     return 0
 
 

@@ -315,43 +315,12 @@ class StyleGAN2(base.GenerativeModel):
         batch = base.batch_size_of(real)
         step = tf.convert_to_tensor(self.step_counter)  # read once: phases change optimizer counters
 
-        # G main: non-saturating loss on style-mixed fakes.
-        with tf.GradientTape() as tape:
-            ws, w_first = self._mixed_ws(batch, self._seed(step, _G_Z), self._seed(step, _G_MIX))
-            fake = self.generator.synthesis(
-                ws, noise=self._noise(batch, self._seed(step, _G_NOISE)), training=True
-            )
-            g_logits = self.discriminator(self._augment(fake, self._seed(step, _G_AUG)), training=True)
-            g_per_example = generator_nonsaturating_loss(g_logits)
-            g_loss = base.global_mean(g_per_example)
-        self.apply_loss(self.g_optimizer, tape, g_loss, self.generator)
-        self.generator.mapping.update_w_avg(
-            base.cross_replica_mean(tf.reduce_mean(tf.cast(w_first, tf.float32), axis=0))
-        )
-
-        # G reg: path length, lazily.
+        g_per_example = self._generator_step(step, real)
         if self.pl_weight:
             base.run_every(step, self.pl_interval, self._path_length_step, step, real)
-
-        # D main: logistic loss on reals and fakes (G frozen).
-        ws, _ = self._mixed_ws(batch, self._seed(step, _D_Z), self._seed(step, _D_MIX), training=False)
-        fake = self.generator.synthesis(ws, noise=self._noise(batch, self._seed(step, _D_NOISE)))
-        fake = tf.stop_gradient(fake)
-        with tf.GradientTape() as tape:
-            real_logits = self.discriminator(
-                self._augment(real, self._seed(step, _D_AUG_REAL)), training=True
-            )
-            fake_logits = self.discriminator(
-                self._augment(fake, self._seed(step, _D_AUG_FAKE)), training=True
-            )
-            d_per_example = discriminator_logistic_loss(real_logits, fake_logits)
-            d_loss = base.global_mean(d_per_example)
-        self.apply_loss(self.d_optimizer, tape, d_loss, self.discriminator)
-
-        # D reg: R1 on reals, lazily.
+        d_per_example, real_logits, fake_logits = self._discriminator_step(step, real)
         if self.r1_gamma:
             base.run_every(step, self.r1_interval, self._r1_step, step, real)
-
         if self.augment is not None:
             self._adapt_augmentation(step, real_logits, batch)
         self._update_ema(step, batch)
@@ -370,6 +339,50 @@ class StyleGAN2(base.GenerativeModel):
             "ada_p": tf.convert_to_tensor(self.ada_p),
             "kimg": kimg,
         }
+
+    # The phases of one step, in `train_step`'s order (`benchmarks/profile_step.py` times each).
+    def _generator_step(self, step, real):
+        """G main: one G step on the non-saturating loss of style-mixed fakes; updates w_avg.
+
+        Returns:
+            the per-example loss `[N]`.
+        """
+        batch = base.batch_size_of(real)
+        with tf.GradientTape() as tape:
+            ws, w_first = self._mixed_ws(batch, self._seed(step, _G_Z), self._seed(step, _G_MIX))
+            fake = self.generator.synthesis(
+                ws, noise=self._noise(batch, self._seed(step, _G_NOISE)), training=True
+            )
+            g_logits = self.discriminator(self._augment(fake, self._seed(step, _G_AUG)), training=True)
+            g_per_example = generator_nonsaturating_loss(g_logits)
+            g_loss = base.global_mean(g_per_example)
+        self.apply_loss(self.g_optimizer, tape, g_loss, self.generator)
+        self.generator.mapping.update_w_avg(
+            base.cross_replica_mean(tf.reduce_mean(tf.cast(w_first, tf.float32), axis=0))
+        )
+        return g_per_example
+
+    def _discriminator_step(self, step, real):
+        """D main: one D step on the logistic loss of (augmented) reals and fakes (G frozen).
+
+        Returns:
+            `(per-example loss [N], real logits [N, 1], fake logits [N, 1])`.
+        """
+        batch = base.batch_size_of(real)
+        ws, _ = self._mixed_ws(batch, self._seed(step, _D_Z), self._seed(step, _D_MIX), training=False)
+        fake = self.generator.synthesis(ws, noise=self._noise(batch, self._seed(step, _D_NOISE)))
+        fake = tf.stop_gradient(fake)
+        with tf.GradientTape() as tape:
+            real_logits = self.discriminator(
+                self._augment(real, self._seed(step, _D_AUG_REAL)), training=True
+            )
+            fake_logits = self.discriminator(
+                self._augment(fake, self._seed(step, _D_AUG_FAKE)), training=True
+            )
+            d_per_example = discriminator_logistic_loss(real_logits, fake_logits)
+            d_loss = base.global_mean(d_per_example)
+        self.apply_loss(self.d_optimizer, tape, d_loss, self.discriminator)
+        return d_per_example, real_logits, fake_logits
 
     def _path_length_step(self, step, real):
         """One G step on `pl_weight * pl_interval * (|J^T y| - a)^2` (a = running mean)."""
@@ -461,21 +474,19 @@ class StyleGAN2(base.GenerativeModel):
         psi_spec = tf.TensorSpec([], tf.float32, name="truncation_psi")
 
         def serving_default(z):
-            return {"images": self.generate(z)}
+            return {"images": self.generate(base.finite_latents(z))}
 
         def generate(z, truncation_psi):
-            return {"images": self.generate(z, truncation_psi)}
+            return {"images": self.generate(base.finite_latents(z), truncation_psi)}
 
         def mapping(z, truncation_psi):
-            return {"w": self.mapping(z, truncation_psi)}
+            return {"w": self.mapping(base.finite_latents(z), truncation_psi)}
 
         def synthesis(w):
             return {"images": self.synthesis(w)}
 
         def sample(num, seed, truncation_psi):
-            z = base.stateless_normal(
-                tf.stack([num, latent]), seed=tf.stack([seed, tf.constant(0, tf.int64)])
-            )
+            z = base.request_latents(num, seed, (latent,))
             return {"images": self.generate(z, truncation_psi)}
 
         return {

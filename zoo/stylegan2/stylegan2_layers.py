@@ -21,6 +21,12 @@ input is scaled per sample and channel by the styles, convolved with the
 shared weight, and the output scaled by the demodulation coefficients
 (NVIDIA's `fused_modconv=False` path, mathematically the same as modulating
 the weights).
+
+Under 16-bit policies, biases, noise strengths, styles and demodulation
+coefficients enter through `zoo.precision.add` / `multiply`: the forward
+pass computes in 16 bits, and their gradients, sums over the batch and the
+pixels, are summed in float32 (TensorFlow's CPU kernels would sum them in
+the 16-bit type). In float32 these are the plain `+` and `*`.
 """
 
 import math
@@ -30,6 +36,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 from tensorflow.python.ops import control_flow_util
+
+from zoo import precision
 
 _SQRT2 = math.sqrt(2.0)
 _ACTIVATIONS = ("linear", "lrelu")
@@ -295,7 +303,7 @@ class EqualizedDense(keras.layers.Layer):
     def call(self, x):
         x = ops.matmul(ops.cast(x, self.compute_dtype), self.kernel * self.weight_gain)
         if self.use_bias:
-            x = x + self.bias * self.lr_multiplier
+            x = precision.add(x, self.bias * self.lr_multiplier)
         return _activate(x, self.activation)
 
     def get_config(self):
@@ -369,7 +377,7 @@ class EqualizedConv2D(keras.layers.Layer):
             x = _fir(x, self._fir, (half + (taps - 1) // 2, half + (taps - 2) // 2))
             x = ops.conv(x, kernel, strides=2, padding="valid")
         if self.use_bias:
-            x = x + self.bias
+            x = precision.add(x, self.bias)
         return _activate(x, self.activation)
 
     def get_config(self):
@@ -404,9 +412,10 @@ class ModulatedConv2D(keras.layers.Layer):
     convolution cost; the flip is a relabeling of learned weights.
 
     Styles and demodulation coefficients are computed in float32 whatever
-    the policy. Under float16 the styles and weight are pre-normalized by
-    their maxima first, as NVIDIA does against overflow (demodulation makes
-    the output invariant to both scales).
+    the policy, and so are their gradients (`zoo.precision.multiply`).
+    Under float16 the styles and weight are pre-normalized by their maxima
+    first, as NVIDIA does against overflow (demodulation makes the output
+    invariant to both scales).
 
     Args:
         filters: output channels.
@@ -462,7 +471,7 @@ class ModulatedConv2D(keras.layers.Layer):
         if self.demodulate and self.compute_dtype == "float16":
             kernel = kernel * (self.weight_gain / ops.max(ops.abs(kernel), axis=(0, 1, 2), keepdims=True))
             styles = styles / ops.max(ops.abs(styles), axis=1, keepdims=True)
-        x = x * ops.cast(styles[:, None, None, :], x.dtype)  # [N, H, W, C_in]
+        x = precision.multiply(x, styles[:, None, None, :])  # [N, H, W, C_in]
         conv_kernel = ops.cast(kernel, x.dtype)
         if self.up:
             # conv_transpose takes [k, k, C_out, C_in].
@@ -476,7 +485,7 @@ class ModulatedConv2D(keras.layers.Layer):
             # sum over (kh, kw, C_in) of (kernel * style)^2 as one matmul: [N, C_in] @ [C_in, C_out].
             energy = ops.matmul(ops.square(styles), ops.sum(ops.square(kernel), axis=(0, 1)))
             dcoefs = ops.rsqrt(energy + 1e-8)  # [N, C_out]
-            x = x * ops.cast(dcoefs[:, None, None, :], x.dtype)
+            x = precision.multiply(x, dcoefs[:, None, None, :])
         return x
 
     def get_config(self):
@@ -535,8 +544,9 @@ class SynthesisLayer(keras.layers.Layer):
     def call(self, x, w, noise=None):
         x = self.conv(x, w)
         if noise is not None:
-            x = x + ops.cast(noise, x.dtype) * self.noise_strength  # [N, H, W, C]
-        return _activate(x + self.bias, "lrelu")
+            noise = precision.multiply(ops.cast(noise, x.dtype), self.noise_strength)
+            x = precision.add(x, noise)  # [N, H, W, C]
+        return _activate(precision.add(x, self.bias), "lrelu")
 
     def get_config(self):
         return {
@@ -576,7 +586,7 @@ class ToRGB(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(self.channels,), initializer="zeros")
 
     def call(self, x, w):
-        return self.conv(x, w) + self.bias
+        return precision.add(self.conv(x, w), self.bias)
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels}

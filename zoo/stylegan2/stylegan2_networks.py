@@ -330,7 +330,9 @@ class Discriminator(keras.Model):
                                      dtype=policy, name="mbstd")
         self.epilogue_conv = EqualizedConv2D(ch(4), 3, dtype=policy, name="b4_conv")
         self.epilogue_fc = EqualizedDense(ch(4), activation="lrelu", dtype=policy, name="b4_fc")
-        self.epilogue_out = EqualizedDense(1, dtype=policy, name="b4_out")
+        # The logit in float32 whatever the policy (KERAS_PITFALLS item 10): a
+        # 1-unit layer, so it costs nothing, and the losses see no 16-bit rounding.
+        self.epilogue_out = EqualizedDense(1, dtype="float32", name="b4_out")
         self.build((None, self.image_size, self.image_size, self.channels))
 
     def build(self, input_shape):

@@ -251,7 +251,7 @@ class VAE(base.GenerativeModel):
         z_spec = tf.TensorSpec([None, latent], tf.float32, name="z")
 
         def decode(z):
-            return {"images": self.generate(z)}
+            return {"images": self.generate(base.finite_latents(z))}
 
         def encode(images):
             stats = self.encoder(images, training=False)
@@ -261,9 +261,7 @@ class VAE(base.GenerativeModel):
             return {"images": self.reconstruct(images)}
 
         def sample(num, seed):
-            z = base.stateless_normal(
-                tf.stack([num, latent]), seed=tf.stack([seed, tf.constant(0, tf.int64)])
-            )
+            z = base.request_latents(num, seed, (latent,))
             return {"images": self.generate(z)}
 
         return {

@@ -16,6 +16,8 @@ import math
 import keras
 from keras import layers
 
+from zoo import precision
+
 
 def _levels(image_size):
     levels = math.log2(image_size / 4)
@@ -42,12 +44,12 @@ def build_encoder(latent_dim, image_size, channels, base_filters, name="encoder"
     images = keras.Input((image_size, image_size, channels), name="images")
     x = images
     for level in range(levels):
-        x = layers.Conv2D(base_filters * 2**level, 4, strides=2, padding="same")(x)
+        x = precision.Conv2D(base_filters * 2**level, 4, strides=2, padding="same")(x)
         x = layers.LeakyReLU(0.2)(x)
     x = layers.Flatten()(x)  # [N, 4 * 4 * C]
     # float32 heads under mixed precision: exp(log_var) and the KL need the range.
-    z_mean = layers.Dense(latent_dim, dtype="float32", name="z_mean")(x)
-    z_log_var = layers.Dense(latent_dim, dtype="float32", name="z_log_var")(x)
+    z_mean = precision.Dense(latent_dim, dtype="float32", name="z_mean")(x)
+    z_log_var = precision.Dense(latent_dim, dtype="float32", name="z_log_var")(x)
     return keras.Model(images, {"z_mean": z_mean, "z_log_var": z_log_var}, name=name)
 
 
@@ -73,12 +75,12 @@ def build_decoder(latent_dim, image_size, channels, base_filters, output="logits
     levels = _levels(image_size)
     top = base_filters * 2 ** (levels - 1)
     z = keras.Input((latent_dim,), name="z")
-    x = layers.Dense(4 * 4 * top)(z)
+    x = precision.Dense(4 * 4 * top)(z)
     x = layers.ReLU()(layers.Reshape((4, 4, top))(x))  # [N, 4, 4, top]
     for level in range(levels - 1):
-        x = layers.Conv2DTranspose(top // 2 ** (level + 1), 4, strides=2, padding="same")(x)
+        x = precision.Conv2DTranspose(top // 2 ** (level + 1), 4, strides=2, padding="same")(x)
         x = layers.ReLU()(x)
-    x = layers.Conv2DTranspose(channels, 4, strides=2, padding="same")(x)  # [N, H, W, C]
+    x = precision.Conv2DTranspose(channels, 4, strides=2, padding="same")(x)  # [N, H, W, C]
     activation = "linear" if output == "logits" else "sigmoid"
     out = layers.Activation(activation, dtype="float32", name=output)(x)
     return keras.Model(z, out, name=name)
