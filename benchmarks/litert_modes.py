@@ -133,7 +133,7 @@ def load_keras_models(paths, families):
     """`{family: (model, path)}` of trained `.keras` files, family from the model class."""
     models = {}
     for path in paths:
-        model = keras.saving.load_model(path)
+        model = zoo.load_model(path)
         family = next((f for f, cls in zoo.FAMILIES.items() if isinstance(model, cls)), None)
         if family not in families:
             raise ValueError(f"{path} holds a {type(model).__name__}, not one of {families}")

@@ -73,12 +73,15 @@ if __name__ == "__main__" and not __package__:
     # `python benchmarks/throughput.py` puts benchmarks/, not the repo root, on sys.path.
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+# The sibling script reference_dcgan.py, however this file is loaded (benchmarks/ is no package).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
-from benchmarks.reference_dcgan import Reference  # noqa: E402
+from reference_dcgan import Reference  # noqa: E402
 from export import export_model  # noqa: E402
 from zoo import data as zoo_data  # noqa: E402
 

@@ -57,11 +57,14 @@ if __name__ == "__main__" and not __package__:
     # `python benchmarks/time_to_quality.py` puts benchmarks/, not the repo root, on sys.path.
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+# The sibling script reference_dcgan.py, however this file is loaded (benchmarks/ is no package).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
-from benchmarks import reference_dcgan  # noqa: E402
+import reference_dcgan  # noqa: E402
 from zoo import callbacks as zoo_callbacks  # noqa: E402
 from zoo import data as zoo_data  # noqa: E402
 from zoo import training  # noqa: E402

@@ -48,16 +48,14 @@ def parse_args(argv):
 
 def resolve_source(source):
     """`(keras_path, default_name)` of a run directory or `.keras` file."""
+    from zoo.loading import keras_file
+
     source = pathlib.Path(source)
-    if source.is_dir():
-        keras_path = source / "model.keras"
-        config = source / "config.json"
-        name = json.loads(config.read_text())["preset"] if config.is_file() else source.name
-    else:
-        keras_path, name = source, source.stem
-    if not keras_path.is_file() or keras_path.suffix != ".keras":
-        raise ValueError(f"{source} is neither a run directory with model.keras nor a .keras file")
-    return keras_path, name
+    keras_path = keras_file(source)
+    if not source.is_dir():
+        return keras_path, source.stem
+    config = source / "config.json"
+    return keras_path, json.loads(config.read_text())["preset"] if config.is_file() else source.name
 
 
 def main(argv=None):
@@ -75,15 +73,13 @@ def main(argv=None):
         except RuntimeError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-    import keras
-
-    import zoo  # noqa: F401  registers the model classes for loading
     from export import export_onnx, export_saved_model, write_tflite
+    from zoo.loading import load_model
 
     try:
-        model = keras.saving.load_model(keras_path)
-    except Exception as e:  # a corrupt or foreign file: say so in one line
-        print(f"error: cannot load {keras_path}: {str(e).splitlines()[0]}", file=sys.stderr)
+        model = load_model(keras_path)
+    except ValueError as e:  # a corrupt or foreign file
+        print(f"error: {e}", file=sys.stderr)
         return 2
     name = args.name or name
     output = pathlib.Path(args.output)

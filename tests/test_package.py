@@ -2,10 +2,14 @@
 
 import json
 import pathlib
+import re
 import subprocess
 import sysconfig
 import tomllib
 from importlib import resources
+
+import keras
+import pytest
 
 import export
 import zoo
@@ -33,6 +37,23 @@ def test_packages_come_from_the_installation_not_the_checkout_path():
         for package in (zoo, export):
             expected = pathlib.Path(installed.locate_file(f"{package.__name__}/__init__.py")).resolve()
             assert pathlib.Path(package.__file__).resolve() == expected, "the checkout shadows the installed package"
+
+
+def test_keras_outside_the_tested_range_is_refused_in_one_line():
+    from zoo.keras_compat import KERAS_RANGE, check_keras_version
+
+    # The range the private-method overrides check is the one pyproject.toml declares.
+    declared = next(d for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+                    if re.match(r"keras\b", d))
+    (lo_major, lo_minor), (hi_major, hi_minor) = KERAS_RANGE
+    assert declared == f"keras>={lo_major}.{lo_minor},<{hi_major}.{hi_minor}"
+    for version in (keras.__version__, "3.15.0", "3.15.9rc1"):
+        check_keras_version(version)
+    for version in ("3.14.2", "3.16.0", "4.0.0", "unknown"):
+        with pytest.raises(RuntimeError) as raised:
+            check_keras_version(version)
+        assert str(raised.value) == (f"zoo needs {declared} (its multi-worker fit overrides private Keras "
+                                     f"trainer methods); found keras {version}")
 
 
 def test_classifier_weights_are_installed_with_the_package():

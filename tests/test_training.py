@@ -18,6 +18,7 @@ from conftest import REPO
 from helpers import dataset_of, images_like
 from zoo import callbacks, training
 from zoo.cli import train
+from zoo.training import runner
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 TINY = ["--preset", "dcgan_tiny", "--batch-size", "16", "--samples", "4", "--no-jit"]
@@ -68,8 +69,8 @@ def test_deterministic_run_enables_op_determinism_before_building(tmp_path, monk
     from tensorflow.python.framework import config as tf_config
 
     at_build = []
-    build = training.build_model
-    monkeypatch.setattr(training, "build_model",
+    build = runner.build_model
+    monkeypatch.setattr(runner, "build_model",
                         lambda *a: at_build.append(tf_config.is_op_determinism_enabled()) or build(*a))
     code = train.main([*TINY, "--epochs", "1", "--steps", "2", "--outdir", str(tmp_path),
                        "--deterministic", "--serving-base-path", "/srv/zoo"])
@@ -152,7 +153,7 @@ def test_run_killed_mid_epoch_resumes_where_it_stopped_in_a_new_process(tmp_path
 
 
 def test_plan_fits_finishes_the_interrupted_epoch_first():
-    Position = callbacks.Position
+    Position = training.Position
     assert training.plan_fits(None, 7, 3) == [training.Fit(0, 3, 7, 0)]
     # Saved at epoch 1, batch 3 (step 10): 4 batches of epoch 1, then epoch 2.
     assert training.plan_fits(Position(1, 3, 10), 7, 3) == [training.Fit(1, 2, 4, 10), training.Fit(2, 3, 7, 14)]
@@ -280,7 +281,7 @@ def test_every_saved_float_weight_is_checked():
     floats = [w for w in model.weights if w.dtype.startswith("float")]
     assert [v for _, v in owned] == floats and len(floats) > len(model.trainable_variables)
     owners = {owner for owner, _ in owned}
-    assert {"generator", "generator_ema", "discriminator", "style_gan2/pl_mean"} <= owners
+    assert {"generator", "generator_ema", "discriminator", f"{model.name}/pl_mean"} <= owners
     assert any(o == "generator" and v.path.endswith("w_avg") for o, v in owned)
 
 
@@ -300,8 +301,8 @@ def test_nan_weights_stop_the_cli_with_exit_3_and_keep_the_backup(tmp_path, monk
         def on_epoch_end(self, epoch, logs=None):
             self.model.g_optimizer.learning_rate.assign(float("nan"))
 
-    make = training.make_callbacks
-    monkeypatch.setattr(training, "make_callbacks",
+    make = runner.make_callbacks
+    monkeypatch.setattr(runner, "make_callbacks",
                         lambda *a, **k: make(*a, **k) + [PoisonAfterFirstEpoch()])
     code = train.main([*TINY, "--epochs", "3", "--steps", "2", "--outdir", str(tmp_path)])
     err = capsys.readouterr().err
@@ -334,11 +335,11 @@ class CrashAfterEpoch(keras.callbacks.Callback):
 @pytest.fixture
 def crashed_run(tmp_path, monkeypatch):
     """A run of 3 epochs x 2 steps that crashed after backing up epoch 2 (and 1 as the previous copy)."""
-    make = training.make_callbacks
-    monkeypatch.setattr(training, "make_callbacks", lambda *a, **k: make(*a, **k) + [CrashAfterEpoch(2)])
+    make = runner.make_callbacks
+    monkeypatch.setattr(runner, "make_callbacks", lambda *a, **k: make(*a, **k) + [CrashAfterEpoch(2)])
     with pytest.raises(KeyboardInterrupt):
         train.main([*TINY, "--epochs", "3", "--steps", "2", "--outdir", str(tmp_path), "--no-export"])
-    monkeypatch.setattr(training, "make_callbacks", make)
+    monkeypatch.setattr(runner, "make_callbacks", make)
     run_dir = next(tmp_path.iterdir())
     backup = run_dir / "backup"
     assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 2

@@ -4,6 +4,7 @@ Public API:
     FAMILIES: family name -> model class.
     get_model(family, preset, **overrides): a model built from a named preset.
     list_presets(): `{family: {preset: description}}`.
+    load_model(source): a trained model from a run directory or a `.keras` file.
     __version__: the installed distribution's version (keras-generative-zoo).
 """
 
@@ -15,6 +16,7 @@ except _metadata.PackageNotFoundError:  # a checkout on sys.path, not installed
     __version__ = "0+unknown"
 
 from zoo.dcgan import DCGAN  # noqa: E402
+from zoo.loading import load_model  # noqa: E402
 from zoo.stylegan2 import StyleGAN2  # noqa: E402
 from zoo.vae import VAE  # noqa: E402
 
@@ -54,4 +56,5 @@ def default_preset(family):
 
 __all__ = [
     "DCGAN", "FAMILIES", "StyleGAN2", "VAE", "__version__", "default_preset", "get_model", "list_presets",
+    "load_model",
 ]

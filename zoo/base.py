@@ -13,21 +13,20 @@ module owns what is easy to get wrong about that under `tf.distribute`
   replica from a stateless seed (item 6), so one device and N replicas run
   the same arithmetic on the same numbers;
 * `fit` works under `MultiWorkerMirroredStrategy` (item 8), through two
-  overrides of Keras' TensorFlow trainer that act only in multi-worker mode.
+  overrides of Keras' TensorFlow trainer that act only in multi-worker mode
+  (`zoo.keras_compat`, which also checks the Keras version they were tested with).
 """
 
 import keras
 import tensorflow as tf
-# The predicate Keras itself uses to pick the multi-worker reductions that
-# fail (keras/src/backend/tensorflow/trainer.py); the overrides below fire
-# exactly when it does.
-from keras.src.backend.tensorflow.trainer import (
-    _collective_all_reduce_multi_worker as _multi_worker,
-)
+
+from zoo.keras_compat import MultiWorkerFit
 
 # Images one request to an exported `sample` signature may ask for: without
 # a bound, one request could make a server allocate any amount of memory.
 MAX_SAMPLES_PER_REQUEST = 1024
+# The inputs every `sample` signature starts with: how many images, from which seed.
+SAMPLE_INPUTS = (tf.TensorSpec([], tf.int32, name="num"), tf.TensorSpec([], tf.int64, name="seed"))
 
 
 def global_mean(per_example):
@@ -225,7 +224,7 @@ def batch_size_of(images):
     return static if static is not None else tf.shape(images)[0]
 
 
-class GenerativeModel(keras.Model):
+class GenerativeModel(MultiWorkerFit, keras.Model):
     """Base class of the zoo's family models.
 
     Subclasses define `optimizer_targets()` (which sub-network each held
@@ -286,6 +285,26 @@ class GenerativeModel(keras.Model):
     def export_networks(self):
         """The sub-networks whose variables the exported signatures use."""
         raise NotImplementedError
+
+    def sample_images(self, num, seed, *options):
+        """The `sample` signature's images: `generate(z, *options)` of `num` latents from seed `[seed, 0]`.
+
+        `request_latents` draws them: deterministic for a seed, at most
+        `MAX_SAMPLES_PER_REQUEST`.
+        """
+        return self.generate(request_latents(num, seed, self.latent_shape), *options)
+
+    def sample_endpoint(self):
+        """The `sample` serving signature, `(fn, input_signature)` for `export_endpoints()`.
+
+        A family whose `generate` takes more inputs (StyleGAN2's ψ) builds its
+        own from `sample_images`, naming them after `SAMPLE_INPUTS`.
+        """
+
+        def sample(num, seed):
+            return {"images": self.sample_images(num, seed)}
+
+        return sample, list(SAMPLE_INPUTS)
 
     def tflite_signatures(self):
         """Signatures converted to LiteRT files (random ops stay SavedModel-only)."""
@@ -356,39 +375,6 @@ class GenerativeModel(keras.Model):
                     opt = keras.optimizers.LossScaleOptimizer(opt)
                 opt.build(network.trainable_variables)
                 setattr(self, name, opt)
-
-    # ---- multi-worker `fit` (keras-team/keras#20585) --------------------
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Upstream builds from the first distributed batch MEAN-reduced in
-        # eager mode, which the collective strategy rejects for a structured
-        # batch such as `(images, labels)` ("Attempt to convert a value
-        # (PerReplica...)"). Building needs only the shapes and dtypes, so
-        # any local replica's batch does.
-        if iterator is not None and _multi_worker(self.distribute_strategy):
-            local = self.distribute_strategy.experimental_local_results
-            for _, _, it in iterator:
-                data_batch = tf.nest.map_structure(lambda v: local(v)[0], next(it))
-                break
-            iterator = None
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
-    def _make_function(self, step_function):
-        # In multi-worker mode upstream `reduce_per_replica` reduces every
-        # log with `strategy.reduce("MEAN", v, axis=0)`, which fails on the
-        # scalar logs a `train_step`/`test_step` returns ("Invalid reduction
-        # dimension 0"). A `[1]` log reduces to the scalar mean over
-        # replicas: what one device and `MirroredStrategy` log.
-        if not _multi_worker(self.distribute_strategy):
-            return super()._make_function(step_function)
-
-        def rank1(value):
-            value = tf.convert_to_tensor(value)
-            return tf.reshape(value, [1]) if value.shape.rank == 0 else value
-
-        def step_with_rank1_logs(data):
-            return tf.nest.map_structure(rank1, step_function(data))
-
-        return super()._make_function(step_with_rank1_logs)
 
     def get_compile_config(self):
         config = {

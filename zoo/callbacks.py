@@ -1,13 +1,11 @@
-"""Callbacks for monitoring and guarding `fit`."""
+"""Callbacks for monitoring and guarding `fit`.
 
-import dataclasses
-import hashlib
-import json
+The backup callback, `BackupAndRestore`, lives with the rest of resuming in
+`zoo.training.resume`; `zoo.callbacks.BackupAndRestore` still names it.
+"""
+
 import math
-import os
 import pathlib
-import shutil
-import tempfile
 import time
 
 import keras
@@ -17,159 +15,6 @@ import tensorflow as tf
 
 class NonFiniteLossError(RuntimeError):
     """A logged loss term became NaN or Inf."""
-
-
-class BackupError(RuntimeError):
-    """No backup copy could be restored."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Position:
-    """Where in a run a backup was taken.
-
-    Attributes:
-        epoch: epochs finished, i.e. the index of the epoch in progress.
-        batches_done: batches of that epoch already trained.
-        step: batches trained since the run began: where its data continues.
-    """
-
-    epoch: int
-    batches_done: int
-    step: int
-
-
-def _sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-class BackupAndRestore(keras.callbacks.BackupAndRestore):
-    """Backs up the training state every epoch or every N batches; restores it mid-epoch too.
-
-    A backup is the model's weights (its held optimizers included) and a
-    metadata JSON: the `Position` (`epoch` keeps Keras' meaning) and the
-    SHA-256 of the weights file it belongs to. Two copies are kept. The
-    metadata is written last, so a copy whose metadata is missing,
-    unreadable or names other weights was cut short (a crash mid-save) and
-    the previous copy is used. Restoring only reads; when no copy is
-    usable it raises `BackupError` naming the folder.
-
-    Keras 3.15 resumes at the start of the interrupted epoch (pitfall 12).
-    `zoo.training.run` calls `restore()` before `fit` and continues the
-    data at `Position.step`. With a plain `model.fit`, this callback
-    restores in `on_train_begin` and, like Keras, repeats the interrupted
-    epoch from batch 0.
-
-    Args:
-        backup_dir: the backup folder; nothing else may write there.
-        save_freq: `"epoch"`, or an int: save whenever the run's batch count
-            reaches a multiple of it (the same steps however often the run
-            is resumed).
-        write: save, and delete the backup when training ends. False on the
-            workers of a multi-worker run other than the chief: they only
-            restore.
-    """
-
-    def __init__(self, backup_dir, save_freq="epoch", write=True):
-        super().__init__(backup_dir, save_freq=save_freq, double_checkpoint=True)
-        self.write = write
-        self.position = None  # the restored `Position`, if any
-        self._restored = False
-        self._epoch = 0  # epoch in progress
-        self._done = 0  # its batches trained
-        self._first_done = 0  # ... before this `fit`, for a resumed epoch
-        self._step = 0  # batches trained in the whole run
-        self._latest_complete = False  # rotate it to the previous copy before overwriting
-
-    def restore(self):
-        """Loads the newest complete backup into the model.
-
-        Returns:
-            Its `Position`, or None when there is no backup (a new run).
-
-        Raises:
-            BackupError: backup files are there but no copy is usable.
-        """
-        self._restored = True
-        copies = (
-            (self._weights_path, self._training_metadata_path),
-            (self._prev_weights_path, self._prev_training_metadata_path),
-        )
-        if not any(os.path.exists(metadata) for _, metadata in copies):
-            return None  # never saved, or the first save was cut short
-        problems = []
-        for weights, metadata in copies:
-            try:
-                with open(metadata) as f:
-                    saved = json.load(f)
-                if _sha256(weights) != saved["weights_sha256"]:
-                    raise ValueError("the weights do not match the metadata")
-                position = Position(saved["epoch"], saved["batches_done"], saved["step"])
-                self._load_weights(weights)
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-                problems.append(f"{os.path.basename(weights)}: {reason}")
-                continue
-            self._latest_complete = weights == self._weights_path
-            self.position = position
-            self._epoch, self._first_done, self._step = position.epoch, position.batches_done, position.step
-            return position
-        raise BackupError(
-            f"cannot restore the backup in {self.backup_dir}: no readable copy ({'; '.join(problems)})"
-        )
-
-    def _load_weights(self, path):
-        if path.endswith(".weights.h5"):
-            self.model.load_weights(path)
-            return
-        # Keras loads only files named `*.weights.h5`; restoring must not write the folder.
-        with tempfile.TemporaryDirectory() as tmp:
-            copy = shutil.copyfile(path, os.path.join(tmp, "previous.weights.h5"))
-            self.model.load_weights(copy)
-
-    def on_train_begin(self, logs=None):
-        if not self._restored and self.restore() is not None:
-            # A plain `fit`: Keras restarts the interrupted epoch from batch 0.
-            self.model._initial_epoch = self.position.epoch
-            self._step -= self._first_done
-            self._first_done = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._done = self._first_done if epoch == self._epoch else 0
-        self._first_done = self._done
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        done = self._first_done + batch + 1
-        before, self._step = self._step, self._step + done - self._done
-        self._done = done
-        if self.save_freq != "epoch" and self._step // self.save_freq > before // self.save_freq:
-            self._save_model()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._epoch, self._done, self._first_done = epoch + 1, 0, 0
-        if self.save_freq == "epoch":
-            self._save_model()
-
-    def _save_model(self):
-        if not self.write:
-            return
-        os.makedirs(self.backup_dir, exist_ok=True)
-        if self._latest_complete:
-            shutil.copyfile(self._weights_path, self._prev_weights_path)
-            shutil.copyfile(self._training_metadata_path, self._prev_training_metadata_path)
-        self.model.save_weights(self._weights_path, overwrite=True)
-        metadata = {
-            "epoch": self._epoch, "batches_done": self._done, "step": self._step,
-            "weights_sha256": _sha256(self._weights_path),
-        }
-        with open(self._training_metadata_path, "w") as f:
-            json.dump(metadata, f)
-        self._latest_complete = True
-
-    def on_train_end(self, logs=None):
-        if self.write:
-            super().on_train_end(logs)
 
 
 def image_grid(images, cols=None):
@@ -329,3 +174,16 @@ class Throughput(keras.callbacks.Callback):
         if logs is not None:
             seconds = max(time.monotonic() - self._start, 1e-9)
             logs["images_per_sec"] = self._batches * self.global_batch_size / seconds
+
+
+# Resuming's names, where they were before `zoo.training.resume` gathered them (imported on
+# first use: `zoo.training` imports this module).
+_RESUME_NAMES = ("BackupAndRestore", "BackupError", "Position")
+
+
+def __getattr__(name):
+    if name in _RESUME_NAMES:
+        from zoo.training import resume
+
+        return getattr(resume, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

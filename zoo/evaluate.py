@@ -17,11 +17,11 @@ import json
 import pathlib
 import sys
 
-import keras
 import tensorflow as tf
 
 from zoo import data
 from zoo.base import stateless_normal
+from zoo.loading import RUN_MODEL, keras_file, load_model
 from zoo.metrics import evaluate, get_extractor
 from zoo.metrics.evaluation import DEFAULT_METRICS, check_metrics
 from zoo.metrics.extractors import EXTRACTORS
@@ -128,18 +128,11 @@ def load_source(source):
     model = load_source(pathlib.Path("runs/00000-dcgan-dcgan_fashion_mnist"))  # its model.keras
     ```
     """
-    keras_path = source / "model.keras" if source.is_dir() else source
-    if keras_path.is_file() and keras_path.suffix == ".keras":
-        try:  # importing zoo (this package) registered the model classes
-            model = keras.saving.load_model(keras_path)
-        except Exception as e:  # a corrupt or foreign file: one line
-            raise ValueError(f"cannot load {keras_path}: {str(e).strip().splitlines()[0]}") from None
-        if not all(hasattr(model, a) for a in ("generate", "latent_shape", "image_shape")):
-            raise ValueError(f"{keras_path} holds a {type(model).__name__}, not a zoo generator")
-        return model
+    if keras_file(source, required=False) is not None:
+        return load_model(source)
     saved = saved_model_dir(source) if source.is_dir() else None
     if saved is None:
-        raise ValueError(f"{source} is neither a run directory with model.keras, a .keras file "
+        raise ValueError(f"{source} is neither a run directory with {RUN_MODEL}, a .keras file "
                          "nor a SavedModel")
     return SavedModelGenerator(saved)
 

@@ -61,7 +61,7 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     import zoo
     from zoo import training
-    from zoo.callbacks import BackupError, NonFiniteLossError
+    from zoo.callbacks import NonFiniteLossError
     from zoo.data import DataError
 
     if args.list_presets:
@@ -84,7 +84,7 @@ def main(argv=None):
             print(json.dumps(dataclasses.asdict(config), indent=2))
             return 0
         result = training.run(config, resume_dir=args.resume)
-    except (training.ConfigError, DataError, BackupError) as e:
+    except (training.ConfigError, DataError, training.BackupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:

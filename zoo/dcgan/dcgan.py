@@ -128,16 +128,9 @@ class DCGAN(base.GenerativeModel):
         def serving_default(z):
             return {"images": self.generate(base.finite_latents(z))}
 
-        def sample(num, seed):
-            z = base.request_latents(num, seed, (latent,))
-            return {"images": self.generate(z)}
-
         return {
             "serving_default": (serving_default, [tf.TensorSpec([None, latent], tf.float32, name="z")]),
-            "sample": (
-                sample,
-                [tf.TensorSpec([], tf.int32, name="num"), tf.TensorSpec([], tf.int64, name="seed")],
-            ),
+            "sample": self.sample_endpoint(),
         }
 
     def get_config(self):

@@ -14,25 +14,12 @@ import argparse
 import pathlib
 import sys
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from zoo.callbacks import image_grid, save_png
+from zoo.loading import load_model
 from zoo.stylegan2.stylegan2 import StyleGAN2
-
-
-def load_model(source):
-    """A StyleGAN2 from a run directory (its `model.keras`) or a `.keras` file."""
-    path = pathlib.Path(source)
-    if path.is_dir():
-        path = path / "model.keras"
-    if not path.is_file():
-        raise FileNotFoundError(f"{source}: no .keras model there (give a run directory or a .keras file)")
-    model = keras.saving.load_model(path, compile=False)
-    if not isinstance(model, StyleGAN2):
-        raise ValueError(f"{path} holds a {type(model).__name__}, not a StyleGAN2")
-    return model
 
 
 def truncation_grid(model, seeds, psis):
@@ -76,8 +63,8 @@ def main(argv=None):
     p.add_argument("--samples-psi", type=float, default=0.7, help="ψ of the second sample grid")
     args = p.parse_args(argv)
     try:
-        model = load_model(args.source)
-    except (FileNotFoundError, ValueError) as e:
+        model = load_model(args.source, expected_class=StyleGAN2, compile=False)
+    except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not 0 < args.crossover < model.num_ws:

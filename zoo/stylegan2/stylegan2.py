@@ -486,19 +486,14 @@ class StyleGAN2(base.GenerativeModel):
             return {"images": self.synthesis(w)}
 
         def sample(num, seed, truncation_psi):
-            z = base.request_latents(num, seed, (latent,))
-            return {"images": self.generate(z, truncation_psi)}
+            return {"images": self.sample_images(num, seed, truncation_psi)}
 
         return {
             "serving_default": (serving_default, [z_spec]),
             "generate": (generate, [z_spec, psi_spec]),
             "mapping": (mapping, [z_spec, psi_spec]),
             "synthesis": (synthesis, [tf.TensorSpec([None, num_ws, w_dim], tf.float32, name="w")]),
-            "sample": (sample, [
-                tf.TensorSpec([], tf.int32, name="num"),
-                tf.TensorSpec([], tf.int64, name="seed"),
-                psi_spec,
-            ]),
+            "sample": (sample, [*base.SAMPLE_INPUTS, psi_spec]),
         }
 
     def get_config(self):

@@ -13,12 +13,12 @@ import pathlib
 import statistics
 import sys
 
-import keras
 import numpy as np
 from PIL import Image, ImageDraw
 
 from zoo import data
 from zoo.callbacks import image_grid, save_png
+from zoo.loading import load_model
 from zoo.vae.vae import VAE
 
 FASHION_MNIST_CLASSES = (
@@ -244,19 +244,6 @@ def latent_scatter(z, labels, class_names=FASHION_MNIST_CLASSES, size=640):
 # ---- CLI --------------------------------------------------------------------
 
 
-def load_model(source):
-    """A VAE from a run directory (its `model.keras`) or a `.keras` file."""
-    path = pathlib.Path(source)
-    if path.is_dir():
-        path = path / "model.keras"
-    if not path.is_file():
-        raise FileNotFoundError(f"{source}: no .keras model there (give a run directory or a .keras file)")
-    model = keras.saving.load_model(path, compile=False)
-    if not isinstance(model, VAE):
-        raise ValueError(f"{path} holds a {type(model).__name__}, not a VAE")
-    return model
-
-
 def load_images(spec, model, data_dir=None):
     """A data spec's images in [0, 1] at the model's resolution, and labels.
 
@@ -310,7 +297,7 @@ def main(argv=None):
     """Runs the CLI; returns the exit code (0 ok, 2 bad argument)."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        model = load_model(args.source)
+        model = load_model(args.source, expected_class=VAE, compile=False)
         source = pathlib.Path(args.source)
         out = pathlib.Path(args.out) if args.out else (source if source.is_dir() else source.parent) / "explore"
         out.mkdir(parents=True, exist_ok=True)

@@ -260,19 +260,12 @@ class VAE(base.GenerativeModel):
         def reconstruct(images):
             return {"images": self.reconstruct(images)}
 
-        def sample(num, seed):
-            z = base.request_latents(num, seed, (latent,))
-            return {"images": self.generate(z)}
-
         return {
             "serving_default": (decode, [z_spec]),
             "decode": (decode, [z_spec]),
             "encode": (encode, [images_spec]),
             "reconstruct": (reconstruct, [images_spec]),
-            "sample": (
-                sample,
-                [tf.TensorSpec([], tf.int32, name="num"), tf.TensorSpec([], tf.int64, name="seed")],
-            ),
+            "sample": self.sample_endpoint(),
         }
 
     def get_config(self):

@@ -1,0 +1,144 @@
+"""A training run's options: `TrainConfig` (what `config.json` holds) and `validate`."""
+
+import dataclasses
+import json
+import os
+
+import tensorflow as tf
+
+import zoo
+from zoo import data as zoo_data
+from zoo import precision
+
+STRATEGIES = ("auto", "one", "mirrored", "multiworker", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+# Options that may change when a run is resumed; the rest define the run.
+RESUMABLE_OVERRIDES = (
+    "epochs", "steps", "minutes", "strategy", "cpu_replicas", "jit", "export", "quantize", "collective_timeout",
+    "serving_base_path",
+)
+
+
+class ConfigError(ValueError):
+    """An invalid training option."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run (written to `config.json`)."""
+
+    model: str = "dcgan"
+    preset: str = ""  # "" = the family's default preset
+    data: str = "fashion_mnist"
+    data_dir: str = ""  # tfds data directory ("" = tfds default)
+    epochs: int = 1
+    steps: int = 0  # steps per epoch; 0 = one pass over the data
+    batch_size: int = 128  # GLOBAL batch, split across replicas
+    strategy: str = "auto"
+    cpu_replicas: int = 0  # >1 splits the CPU into that many mirrored devices
+    precision: str = "float32"
+    jit: bool | None = None  # XLA; None = the family's `xla_by_default`
+    seed: int = 0
+    deterministic: bool = False  # tf.config.experimental.enable_op_determinism() (bit-exact on GPUs too)
+    outdir: str = "runs"
+    minutes: float = 0.0  # wall-time budget; 0 = none
+    collective_timeout: float = 0.0  # multi-worker: seconds a collective op may wait; 0 = no limit
+    backup_every: int = 0  # steps between backups; 0 = every epoch
+    samples: int = 64  # sample grid size
+    eval_every: int = 0  # epochs between sample-quality evaluations (zoo.metrics); 0 = none
+    eval_num: int = 2000  # generated images per evaluation
+    eval_metrics: str = "fd,kid"
+    export: bool = True
+    quantize: str = "none"
+    serving_base_path: str = "/models"  # where TF Serving sees export/saved_model (models.config)
+
+    def resolved(self):
+        """A copy with defaults filled in (the preset)."""
+        config = dataclasses.replace(self)
+        if config.model in zoo.FAMILIES and not config.preset:
+            config.preset = zoo.default_preset(config.model)
+        if config.model in zoo.FAMILIES and config.jit is None:
+            config.jit = zoo.FAMILIES[config.model].xla_by_default
+        return config
+
+
+def validate(config):
+    """Raises `ConfigError` naming the first invalid option; checks data paths too."""
+    def fail(message):
+        raise ConfigError(message)
+
+    if config.model not in zoo.FAMILIES:
+        fail(f"--model {config.model!r} is unknown; choose from {sorted(zoo.FAMILIES)}")
+    presets = zoo.FAMILIES[config.model].presets
+    if config.preset not in presets:
+        fail(f"--preset {config.preset!r} is not a {config.model} preset; choose from {sorted(presets)}")
+    for name in ("epochs", "batch_size"):
+        if not isinstance(getattr(config, name), int) or getattr(config, name) < 1:
+            fail(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(config, name)!r}")
+    for name in ("steps", "backup_every", "cpu_replicas", "samples", "eval_every"):
+        if not isinstance(getattr(config, name), int) or getattr(config, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be a non-negative integer, got {getattr(config, name)!r}")
+    for name in ("minutes", "collective_timeout"):
+        if getattr(config, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
+    if config.eval_every:
+        from zoo import metrics
+
+        if config.data != "fashion_mnist":
+            # The default feature extractor is the committed Fashion-MNIST classifier.
+            fail("--eval-every needs --data fashion_mnist; for other data use "
+                 "zoo.metrics.MetricsCallback with an extractor that fits it")
+        if not isinstance(config.eval_num, int) or config.eval_num < 2:
+            fail(f"--eval-num must be an integer >= 2, got {config.eval_num!r}")
+        try:
+            names = metrics.evaluation.check_metrics(config.eval_metrics)
+        except ValueError as e:
+            fail(f"--eval-metrics: {e}")
+        if "nll" in names and config.model != "vae":
+            fail(f"--eval-metrics nll is the VAE's likelihood; {config.model} has none")
+    if config.strategy not in STRATEGIES:
+        fail(f"--strategy {config.strategy!r} is unknown; choose from {STRATEGIES}")
+    if config.precision not in PRECISIONS:
+        fail(f"--precision {config.precision!r} is unknown; choose from {PRECISIONS}")
+    if config.quantize not in QUANTIZE_MODES:
+        fail(f"--quantize {config.quantize!r} is unknown; choose from {QUANTIZE_MODES}")
+    if not isinstance(config.deterministic, bool):
+        fail(f"--deterministic is a flag (true or false), got {config.deterministic!r}")
+    if not isinstance(config.serving_base_path, str) or not config.serving_base_path:
+        fail(f"--serving-base-path must be a non-empty path, got {config.serving_base_path!r}")
+    if (config.precision == "mixed_bfloat16" and config.strategy != "tpu"
+            and not tf.config.list_physical_devices("GPU") and not precision.cpu_has_native_bfloat16()):
+        # The models sum their 16-bit gradients in float32 (zoo.precision;
+        # TensorFlow's CPU BiasAddGrad sums bfloat16 in bfloat16), so bfloat16
+        # trains correctly on CPU; without bfloat16 instructions the CPU can
+        # only convert to and from float32, which cannot pay: refused.
+        fail("--precision mixed_bfloat16 needs a GPU, a TPU or a CPU with bfloat16 instructions "
+             f"({' or '.join(precision.NATIVE_BFLOAT16_FLAGS)} in /proc/cpuinfo), and this CPU has "
+             "none; use float32 or mixed_float16")
+    if config.cpu_replicas == 1 or (config.cpu_replicas > 1 and config.strategy != "mirrored"):
+        fail("--cpu-replicas N (N >= 2) goes with --strategy mirrored")
+    if config.strategy == "multiworker" and "TF_CONFIG" not in os.environ:
+        fail("--strategy multiworker needs the TF_CONFIG environment variable (see README)")
+    multiworker = config.strategy == "multiworker" or (config.strategy == "auto" and "TF_CONFIG" in os.environ)
+    if config.collective_timeout and not multiworker:
+        fail("--collective-timeout goes with --strategy multiworker")
+    replicas = config.cpu_replicas or 1
+    if multiworker and "TF_CONFIG" in os.environ:
+        # The per-replica noise slices and global-batch losses assume equal
+        # local batches; tf.data would split an uneven batch unevenly.
+        try:
+            cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
+        except (ValueError, AttributeError):
+            fail("TF_CONFIG is not a JSON object with a 'cluster' (see README)")
+        replicas = len(cluster.get("chief", [])) + len(cluster.get("worker", [])) or 1
+        if config.minutes:
+            # Each worker would stop by its own clock, at different steps, and
+            # the others would wait in a collective forever.
+            fail("--minutes does not work with several workers; use --epochs/--steps")
+    if config.batch_size % replicas:
+        fail(f"--batch-size {config.batch_size} does not split evenly over {replicas} replicas")
+    try:
+        zoo_data.check_spec(config.data, config.data_dir or None)
+    except zoo_data.DataError as e:
+        fail(str(e))
