@@ -126,7 +126,7 @@ class Subject:
     def __init__(self, family, preset, args, arrays):
         self.family, self.preset = family, preset
         keras.utils.set_random_seed(0)
-        self.model = zoo.FAMILIES[family].from_preset(preset)
+        self.model = zoo.FAMILIES[family].from_preset(preset, load_weights=False)
         self.model.compile(jit_compile=args.jit)
         dataset = zoo_data.make_dataset("fashion_mnist:train", self.model.image_size,
                                         self.model.channels, args.batch_size, seed=0, arrays=arrays)

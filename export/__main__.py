@@ -1,12 +1,13 @@
 """Re-export a trained model.
 
-    python -m export RUN_DIR_OR_KERAS_FILE --format saved_model --output serving
-    python -m export RUN_DIR_OR_KERAS_FILE --format saved_model --output serving --serving-base-path /srv/models
-    python -m export RUN_DIR_OR_KERAS_FILE --format tflite --quantize float16 --output tflite
-    python -m export RUN_DIR_OR_KERAS_FILE --format onnx --output onnx
+    python -m export SOURCE --format saved_model --output serving
+    python -m export SOURCE --format saved_model --output serving --serving-base-path /srv/models
+    python -m export SOURCE --format tflite --quantize float16 --output tflite
+    python -m export SOURCE --format onnx --output onnx
 
-A run directory is read through its `model.keras` (the model name defaults
-to the run's preset); a `.keras` file's name defaults to its stem. ONNX
+SOURCE is a run directory (read through its `model.keras`; the model name
+defaults to the run's preset), a `.keras` file (name: its stem), or a preset:
+a shipped preset's name or a preset directory (name: the preset's). ONNX
 writes `<output>/<name>.onnx` (`serving_default` only; needs tf2onnx).
 A SavedModel export adds or updates its entry in `<output>/models.config`
 (other entries are kept) with base path `<serving base path>/<name>`.
@@ -27,7 +28,7 @@ def parse_args(argv):
     from export.tflite import Quantize
 
     p = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n")[0])
-    p.add_argument("source", help="a run directory or a .keras file")
+    p.add_argument("source", help="a run directory, a .keras file, a preset name or a preset directory")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--output", required=True, help="model repository (saved_model) or folder (tflite, onnx)")
     p.add_argument("--name", help="model name (default: the run's preset or the file stem)")
@@ -43,25 +44,30 @@ def parse_args(argv):
         p.error("--serving-base-path applies to --format saved_model")
     if args.serving_base_path == "":
         p.error("--serving-base-path must not be empty")
+    if args.format == "onnx" and "://" in args.output:
+        p.error("--format onnx writes a local folder; copy the file to remote storage afterwards")
     return args
 
 
 def resolve_source(source):
-    """`(keras_path, default_name)` of a run directory or `.keras` file."""
-    from zoo.loading import keras_file
+    """`(source, default_name)` of a run directory, `.keras` file or preset; ValueError if none."""
+    from zoo.loading import is_preset, keras_file
 
-    source = pathlib.Path(source)
-    keras_path = keras_file(source)
-    if not source.is_dir():
-        return keras_path, source.stem
-    config = source / "config.json"
-    return keras_path, json.loads(config.read_text())["preset"] if config.is_file() else source.name
+    if is_preset(source):
+        path = pathlib.Path(source)
+        return source, path.name if path.is_dir() else str(source)
+    path = pathlib.Path(source)
+    keras_path = keras_file(path)
+    if not path.is_dir():
+        return keras_path, path.stem
+    config = path / "config.json"
+    return keras_path, json.loads(config.read_text())["preset"] if config.is_file() else path.name
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        keras_path, name = resolve_source(args.source)
+        source, name = resolve_source(args.source)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -77,12 +83,14 @@ def main(argv=None):
     from zoo.loading import load_model
 
     try:
-        model = load_model(keras_path)
+        model = load_model(source)
     except ValueError as e:  # a corrupt or foreign file
         print(f"error: {e}", file=sys.stderr)
         return 2
     name = args.name or name
-    output = pathlib.Path(args.output)
+    from export.saved_model import storage_path
+
+    output = storage_path(args.output)  # a str for gs://..., which pathlib would turn into gs:/...
     if args.format == "saved_model":
         from export import DEFAULT_SERVING_BASE_PATH
 
@@ -94,7 +102,7 @@ def main(argv=None):
             return 2
         return 0
     if args.format == "onnx":
-        print(export_onnx(model, output / f"{name}.onnx"))
+        print(export_onnx(model, pathlib.Path(args.output) / f"{name}.onnx"))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         saved = export_saved_model(model, tmp, name)

@@ -50,7 +50,10 @@ def test_folder_of_nested_png_and_jpeg(tmp_path, fashion_test_arrays):
         Image.fromarray(img).save(sub / (f"{i}.png" if i % 2 else f"{i}.JPG"))
     (tmp_path / "notes.txt").write_text("not an image")
     loaded, labels = data.load_arrays(f"folder:{tmp_path}")
-    assert loaded.shape == (12, 28, 28, 1) and labels is None
+    assert loaded.shape == (12, 28, 28, 1)
+    # Labels: the first-level subfolder of each file, in sorted file order.
+    files = sorted(p for p in tmp_path.rglob("*") if p.suffix in (".png", ".JPG"))
+    np.testing.assert_array_equal(labels, [int(p.relative_to(tmp_path).parts[0][-1]) for p in files])
     pngs = [int(p.stem) for p in sorted(tmp_path.rglob("*.png"))]
     # PNG is lossless: the pixels come back exactly.
     by_name = {p.stem: p for p in tmp_path.rglob("*.png")}
@@ -113,6 +116,7 @@ def test_tfds_prepared_locally(tmp_path, fashion_test_arrays):
         ("tfds:", "tfds needs a dataset name"),
         ("folder:/nonexistent/images", "image folder /nonexistent/images does not exist"),
         ("npz:/nonexistent/x.npz", "npz file /nonexistent/x.npz does not exist"),
+        ("tfrecord:/nonexistent/*.tfrecord", "tfrecord:/nonexistent/*.tfrecord matches no files"),
         ("tfds:no_such_dataset_xyz", "tfds has no dataset 'no_such_dataset_xyz'"),
     ],
 )
@@ -124,27 +128,28 @@ def test_bad_specs_fail_before_loading(spec, message):
 def test_empty_folder(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "readme.txt").write_text("x")
-    with pytest.raises(data.DataError, match="has no .png/.jpg/.jpeg files"):
+    with pytest.raises(data.DataError, match=r"has no \.png/\.jpg/\.jpeg/\.bmp/\.gif/\.webp files"):
         data.check_spec(f"folder:{tmp_path}")
 
 
-def test_unreadable_image_names_the_file(tmp_path):
+def test_load_arrays_names_an_unreadable_image(tmp_path):
+    # Training skips it (test_data_streams); loading a folder into memory is all or nothing.
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "good.png")
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     with pytest.raises(data.DataError, match=r"cannot decode image .*bad\.png"):
         data.load_arrays(f"folder:{tmp_path}")
 
 
-def test_wrong_channel_count(tmp_path):
-    for i in range(4):
-        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / f"{i}.png")
+def test_in_memory_data_with_the_wrong_channel_count():
+    # Streamed specs convert channels (test_data_streams); arrays in memory are taken as they are.
     with pytest.raises(data.DataError, match=r"has 3 channel\(s\) but the model expects 1"):
-        data.make_dataset(f"folder:{tmp_path}", 32, 1, 2)
+        data.make_dataset("npz:x", 32, 1, 2, arrays=(np.zeros((4, 32, 32, 3), np.uint8), None))
 
 
-def test_mixed_image_shapes(tmp_path):
+def test_mixed_image_shapes_stream_but_do_not_load_into_one_array(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
     Image.fromarray(np.zeros((9, 9), np.uint8)).save(tmp_path / "b.png")
+    assert _first_batch(data.make_dataset(f"folder:{tmp_path}", 8, 1, 2)).shape == (2, 8, 8, 1)
     with pytest.raises(data.DataError, match="differ in size or channels"):
         data.load_arrays(f"folder:{tmp_path}")
 

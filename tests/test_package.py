@@ -16,7 +16,7 @@ import zoo
 from conftest import REPO, installed_distribution
 
 SCRIPTS = {"zoo-train": "zoo.cli.train:main", "zoo-export": "export.__main__:main",
-           "zoo-evaluate": "zoo.evaluate:main"}
+           "zoo-evaluate": "zoo.evaluate:main", "zoo-generate": "zoo.generate:main"}
 
 
 def _editable():
@@ -74,7 +74,7 @@ def test_console_scripts():
         name: subprocess.Popen([str(bin_dir / name), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=env)
         for name, args in [("zoo-train", ["--batch-size", "0"]), ("zoo-export", ["--help"]),
-                           ("zoo-evaluate", ["--help"])]
+                           ("zoo-evaluate", ["--help"]), ("zoo-generate", ["--help"])]
     }
     done = {}
     for name, proc in runs.items():
@@ -82,6 +82,6 @@ def test_console_scripts():
         done[name] = proc.returncode, out, err
     code, _, err = done["zoo-train"]
     assert code == 2 and err.strip().splitlines()[-1] == "error: --batch-size must be a positive integer, got 0"
-    for name in ("zoo-export", "zoo-evaluate"):
+    for name in ("zoo-export", "zoo-evaluate", "zoo-generate"):
         code, out, err = done[name]
         assert code == 0 and "usage:" in out, err[-2000:]

@@ -395,3 +395,31 @@ def test_eval_options_are_validated(changes, message):
     config = training.TrainConfig(eval_every=1, **changes).resolved()
     with pytest.raises(training.ConfigError, match=message):
         training.validate(config)
+
+
+def test_plateau_stop_compares_with_the_evaluation_minutes_earlier(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock[0])
+    stop = callbacks.PlateauStop("fd", minutes=10, min_improvement=0.05)
+
+    class Model:
+        stop_training = False
+
+    stop.set_model(Model())
+    stop.on_train_begin()
+    # (minute, fd): 20 -> 10 over 10 minutes continues; 9.6 at minute 20 is 4 % below minute 10's 10.0.
+    for minute, fd, stops in [(0, 40.0, False), (5, 20.0, False), (10, 10.0, False), (15, 9.0, False),
+                              (20, 9.6, True)]:
+        clock[0] = minute * 60.0
+        stop.on_epoch_end(0, {"fd": fd})
+        assert stop.model.stop_training is stops, (minute, fd)
+    stop.on_epoch_end(0, {"d_loss": 1.0})  # epochs without an evaluation are ignored
+    with pytest.raises(ValueError, match="min_improvement"):
+        callbacks.PlateauStop(minutes=10, min_improvement=1.5)
+
+
+def test_plateau_options_are_validated(capsys):
+    assert train.main(["--plateau-minutes", "10", "--dry-run"]) == 2
+    assert "--plateau-minutes needs --eval-every" in capsys.readouterr().err
+    assert train.main(["--plateau-minutes", "10", "--eval-every", "1", "--eval-metrics", "kid", "--dry-run"]) == 2
+    assert "--plateau-minutes watches the FD" in capsys.readouterr().err

@@ -33,7 +33,7 @@ def batch(arrays):
 def trained(arrays):
     """`vae_tiny` after 40 Adam steps on real images."""
     keras.utils.set_random_seed(0)
-    model = zoo.VAE.from_preset("vae_tiny")
+    model = zoo.VAE.from_preset("vae_tiny", load_weights=False)
     model.compile(jit_compile=False)
     ds = data.make_dataset("fashion_mnist:test", 32, 1, 32, repeat=True, arrays=arrays)
     model.fit(ds, steps_per_epoch=40, epochs=1, verbose=0, shuffle=False)
@@ -56,7 +56,7 @@ def test_presets_registered():
 
 
 def test_build_and_call(batch):
-    model = zoo.VAE.from_preset("vae_tiny")
+    model = zoo.VAE.from_preset("vae_tiny", load_weights=False)
     assert (model.image_size, model.channels, model.latent_shape) == (32, 1, (8,))
     assert model.encoder.inputs[0].name == "images"
     assert model.decoder.inputs[0].name == "z"
@@ -71,7 +71,7 @@ def test_build_and_call(batch):
 
 
 def test_fit_one_step_logs_own_loss(arrays):
-    model = zoo.VAE.from_preset("vae_tiny")
+    model = zoo.VAE.from_preset("vae_tiny", load_weights=False)
     model.compile(jit_compile=True)
     ds = data.make_dataset("fashion_mnist:test", 32, 1, 16, arrays=arrays)
     logs = {k: v[-1] for k, v in model.fit(ds, steps_per_epoch=1, verbose=0, shuffle=False).history.items()}
@@ -86,7 +86,8 @@ def test_fit_one_step_logs_own_loss(arrays):
 
 def test_get_config_round_trip():
     model = zoo.VAE.from_preset(
-        "vae_tiny", beta=4.0, likelihood="gaussian", gaussian_sigma=0.2, kl_warmup_steps=10, seed=3
+        "vae_tiny", load_weights=False, beta=4.0, likelihood="gaussian", gaussian_sigma=0.2, kl_warmup_steps=10,
+        seed=3,
     )
     config = model.get_config()
     clone = zoo.VAE.from_config(config)
@@ -95,7 +96,7 @@ def test_get_config_round_trip():
 
 
 def test_keras_save_load(tmp_path, batch):
-    model = zoo.VAE.from_preset("vae_tiny", likelihood="gaussian")
+    model = zoo.VAE.from_preset("vae_tiny", load_weights=False, likelihood="gaussian")
     model.compile(jit_compile=False)
     model.fit(tf.data.Dataset.from_tensor_slices(batch).batch(8), epochs=1, verbose=0)
     model.save(tmp_path / "vae.keras")
@@ -114,7 +115,7 @@ def test_mixed_precision_trains_and_exports_float32(policy, batch, tmp_path):
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:
-        model = zoo.VAE.from_preset("vae_tiny")
+        model = zoo.VAE.from_preset("vae_tiny", load_weights=False)
         model.compile(jit_compile=False)
         logs = model.fit(tf.data.Dataset.from_tensor_slices(batch).batch(8), verbose=0).history
         assert all(np.isfinite(v[-1]) for v in logs.values())
@@ -166,7 +167,7 @@ def test_loss_functions_match_formulas():
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
 def test_logged_losses_match_hand_derived_elbo(batch, likelihood):
     beta, sigma = 2.5, 0.2
-    model = zoo.VAE.from_preset("vae_tiny", beta=beta, likelihood=likelihood, gaussian_sigma=sigma)
+    model = zoo.VAE.from_preset("vae_tiny", load_weights=False, beta=beta, likelihood=likelihood, gaussian_sigma=sigma)
     model.compile(jit_compile=False)
     x01 = (batch.astype(np.float64) + 1) / 2
     # The noise train_step draws at step 0 on one replica.
@@ -189,7 +190,7 @@ def test_logged_losses_match_hand_derived_elbo(batch, likelihood):
 
 
 def test_kl_warmup(batch):
-    model = zoo.VAE.from_preset("vae_tiny", beta=2.0, kl_warmup_steps=4)
+    model = zoo.VAE.from_preset("vae_tiny", load_weights=False, beta=2.0, kl_warmup_steps=4)
     assert [float(model.kl_weight(s)) for s in (0, 2, 4, 100)] == [0.0, 1.0, 2.0, 2.0]
     model.compile(jit_compile=False)
     logs = model.train_on_batch(batch, return_dict=True)  # step 0: weight 0
@@ -220,7 +221,7 @@ def test_reparameterization_gradients():
 
 
 def test_reconstruction_gradient_reaches_both_encoder_heads(batch):
-    model = zoo.VAE.from_preset("vae_tiny")
+    model = zoo.VAE.from_preset("vae_tiny", load_weights=False)
     x01 = (batch + 1) / 2
     eps = tf.random.stateless_normal([len(batch), 8], seed=[1, 2])
     with tf.GradientTape() as tape:
@@ -242,7 +243,7 @@ GOLDEN = """
     ds = data.make_dataset("fashion_mnist:test", 32, 1, 16, shuffle=False, arrays=arrays)
     def run(strategy, weights=None):
         with strategy.scope():
-            model = zoo.VAE.from_preset("vae_tiny", beta=2.0, kl_warmup_steps=2)
+            model = zoo.VAE.from_preset("vae_tiny", load_weights=False, beta=2.0, kl_warmup_steps=2)
             if weights is not None:
                 model.set_weights(weights)
             # SGD: Adam's update hides a gradient scale error (KERAS_PITFALLS 5) but for its epsilon.
@@ -379,7 +380,7 @@ def test_attribute_vector_and_grids(trained, batch):
     assert grid.shape == (2 * 32, 4 * 32, 1)
     scatter = explore.latent_scatter(z, np.arange(16) % 10, size=200)
     assert scatter.shape == (200, 320, 3) and (scatter != 255).any()
-    flat = zoo.VAE.from_preset("vae_tiny", latent_dim=2)
+    flat = zoo.VAE.from_preset("vae_tiny", load_weights=False, latent_dim=2)
     assert explore.manifold_grid(flat, n=3).shape == (96, 96, 1)
     with pytest.raises(ValueError, match="2-d latent"):
         explore.manifold_grid(trained)
@@ -394,7 +395,7 @@ def test_explore_cli_writes_pngs(trained, tmp_path):
     assert code == 0
     names = sorted(p.name for p in (tmp_path / "explore").iterdir())
     assert names == ["attribute-shirt-to-coat.png", "interpolate-slerp.png", "scatter.png"]
-    flat = zoo.VAE.from_preset("vae_tiny", latent_dim=2)
+    flat = zoo.VAE.from_preset("vae_tiny", load_weights=False, latent_dim=2)
     flat.save(tmp_path / "flat.keras")
     assert explore.main([str(tmp_path / "flat.keras"), "--manifold", "--out", str(tmp_path / "m")]) == 0
     assert (tmp_path / "m" / "manifold.png").is_file()
@@ -424,7 +425,7 @@ def test_train_run_with_vae(tmp_path):
 def test_attribute_vector_shifts_judged_class():
     """Adding the sneaker -> ankle-boot vector makes a judge classifier see ankle boots."""
     keras.utils.set_random_seed(0)
-    model = zoo.VAE.from_preset("vae_fashion_mnist")
+    model = zoo.VAE.from_preset("vae_fashion_mnist", load_weights=False)
     model.compile(jit_compile=True)
     train = data.load_arrays("fashion_mnist:train")
     model.fit(data.make_dataset("fashion_mnist", 32, 1, 128, repeat=True, arrays=train),

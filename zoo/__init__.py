@@ -4,7 +4,9 @@ Public API:
     FAMILIES: family name -> model class.
     get_model(family, preset, **overrides): a model built from a named preset.
     list_presets(): `{family: {preset: description}}`.
-    load_model(source): a trained model from a run directory or a `.keras` file.
+    from_preset(name_or_dir, load_weights=True): a trained model from a preset.
+    shipped_presets(): `{name: directory}` of the presets that ship weights.
+    load_model(source): a trained model from a run directory, `.keras` file or preset.
     __version__: the installed distribution's version (keras-generative-zoo).
 """
 
@@ -30,7 +32,9 @@ def _family(family):
 
 
 def get_model(family, preset, **overrides):
-    """Builds `family`'s model from `preset`; `overrides` replace preset arguments.
+    """Builds `family`'s model from `preset`, randomly initialised; `overrides` replace preset arguments.
+
+    `from_preset` loads a preset's trained weights.
 
     Example:
 
@@ -38,7 +42,29 @@ def get_model(family, preset, **overrides):
     model = zoo.get_model("dcgan", "dcgan_fashion_mnist")
     ```
     """
-    return _family(family).from_preset(preset, **overrides)
+    return _family(family).from_preset(preset, load_weights=False, **overrides)
+
+
+def from_preset(preset, load_weights=True, **overrides):
+    """A model from a preset name or directory, with its trained weights; see `zoo.presets.from_preset`.
+
+    Example:
+
+    ```python
+    model = zoo.from_preset("dcgan_fashion_mnist")
+    images = model.generate(model.sample_latents(16, seed=0))
+    ```
+    """
+    from zoo import presets
+
+    return presets.from_preset(preset, load_weights=load_weights, **overrides)
+
+
+def shipped_presets():
+    """`{name: directory}` of the presets that ship trained weights."""
+    from zoo import presets
+
+    return presets.shipped_presets()
 
 
 def list_presets():
@@ -55,6 +81,6 @@ def default_preset(family):
 
 
 __all__ = [
-    "DCGAN", "FAMILIES", "StyleGAN2", "VAE", "__version__", "default_preset", "get_model", "list_presets",
-    "load_model",
+    "DCGAN", "FAMILIES", "StyleGAN2", "VAE", "__version__", "default_preset", "from_preset", "get_model",
+    "list_presets", "load_model", "shipped_presets",
 ]

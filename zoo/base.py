@@ -17,6 +17,8 @@ module owns what is easy to get wrong about that under `tf.distribute`
   (`zoo.keras_compat`, which also checks the Keras version they were tested with).
 """
 
+import pathlib
+
 import keras
 import tensorflow as tf
 
@@ -256,13 +258,50 @@ class GenerativeModel(MultiWorkerFit, keras.Model):
         raise NotImplementedError
 
     @classmethod
-    def from_preset(cls, preset, **overrides):
-        """Builds the model of a named preset (`cls.presets`); `overrides` replace its arguments."""
-        if preset not in cls.presets:
+    def from_preset(cls, preset, load_weights=True, **overrides):
+        """The model of a preset of this family: a name in `cls.presets` or a preset directory.
+
+        Args:
+            preset: a preset name or a directory written by `save_to_preset`.
+            load_weights: True loads the preset's trained weights (the preset
+                must ship them: `zoo.shipped_presets()`); False builds its
+                architecture with a random initialisation.
+            **overrides: constructor arguments that replace the preset's.
+
+        Raises:
+            ValueError (`zoo.presets.PresetError` for directories and weights):
+                one line naming the problem.
+
+        Example:
+
+        ```python
+        trained = zoo.DCGAN.from_preset("dcgan_fashion_mnist")
+        untrained = zoo.DCGAN.from_preset("dcgan_tiny", load_weights=False)
+        ```
+        """
+        from zoo import presets
+
+        if not pathlib.Path(preset).is_dir() and preset not in cls.presets:
             raise ValueError(
                 f"unknown {cls.__name__} preset {preset!r}; choose from {sorted(cls.presets)}"
             )
-        return cls(**{**cls.presets[preset]["config"], **overrides})
+        model = presets.from_preset(preset, load_weights=load_weights, **overrides)
+        if not isinstance(model, cls):
+            raise presets.PresetError(f"{preset} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+    def save_to_preset(self, directory, metadata=None, samples=64):
+        """Writes this model as a preset directory; see `zoo.presets.save_to_preset`."""
+        from zoo import presets
+
+        return presets.save_to_preset(self, directory, metadata=metadata, samples=samples)
+
+    def reset_training_progress(self):
+        """Restarts step-driven schedules kept in weights, for fine-tuning from a preset.
+
+        The DC-GAN and VAE count steps with their optimizers, which start
+        fresh; a family that keeps a step counter in its weights resets it.
+        """
 
     @property
     def latent_shape(self):

@@ -5,7 +5,6 @@ The backup callback, `BackupAndRestore`, lives with the rest of resuming in
 """
 
 import math
-import pathlib
 import time
 
 import keras
@@ -46,7 +45,7 @@ class SampleGrid(keras.callbacks.Callback):
     from the same latents with truncation.
 
     Args:
-        directory: where PNGs go.
+        directory: where PNGs go, local or remote (`gs://...`).
         num: number of samples (a square number makes a square grid).
         seed: seed of the fixed latents.
         log_dir: TensorBoard directory, or None.
@@ -54,17 +53,17 @@ class SampleGrid(keras.callbacks.Callback):
 
     def __init__(self, directory, num=64, seed=0, log_dir=None):
         super().__init__()
-        self.directory = pathlib.Path(directory)
+        self.directory = str(directory)
         self.num = num
         self.seed = seed
         self.log_dir = log_dir
         self._writer = None
 
     def on_train_begin(self, logs=None):
-        self.directory.mkdir(parents=True, exist_ok=True)
+        tf.io.gfile.makedirs(self.directory)
         self._latents = self.model.sample_latents(self.num, self.seed)
         if self.log_dir is not None and self._writer is None:
-            self._writer = tf.summary.create_file_writer(str(pathlib.Path(self.log_dir) / "samples"))
+            self._writer = tf.summary.create_file_writer(tf.io.gfile.join(self.log_dir, "samples"))
 
     def on_epoch_end(self, epoch, logs=None):
         grids = {"samples": image_grid(self.model.generate(self._latents).numpy())}
@@ -72,7 +71,9 @@ class SampleGrid(keras.callbacks.Callback):
         if psi is not None:  # StyleGAN2: also a truncated grid, same latents
             grids[f"samples-psi{psi}"] = image_grid(self.model.generate(self._latents, psi).numpy())
         for name, grid in grids.items():
-            save_png(grid, self.directory / f"{name}-{epoch + 1:04d}.png")
+            # tf.io rather than PIL: it writes to any TensorFlow file system.
+            path = tf.io.gfile.join(self.directory, f"{name}-{epoch + 1:04d}.png")
+            tf.io.write_file(path, tf.io.encode_png(grid))
         if self._writer is not None:
             with self._writer.as_default():
                 for name, grid in grids.items():
@@ -149,6 +150,55 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if time.monotonic() - self._start >= self.seconds:
+            self.model.stop_training = True
+
+
+class PlateauStop(keras.callbacks.Callback):
+    """Stops training once a metric improved by less than a fraction over the last minutes.
+
+    The zoo's stopping rule for shipped presets: train until the FD improves
+    by less than 5 % over 10 more minutes. At each epoch whose `logs` hold
+    `metric` (put it after `zoo.metrics.MetricsCallback`), it compares the
+    value with the one of the latest evaluation at least `minutes` of wall
+    time earlier and stops if `(earlier - now) / earlier < min_improvement`.
+    The evaluations of a resumed run's earlier fits are not seen.
+
+    Args:
+        metric: log key, lower is better (`fd`).
+        minutes: how far back the comparison looks.
+        min_improvement: the relative improvement that keeps training going.
+
+    Example:
+
+    ```python
+    model.fit(ds, epochs=100, callbacks=[
+        zoo.metrics.MetricsCallback(num=5000, metrics=("fd",)),
+        zoo.callbacks.PlateauStop("fd", minutes=10, min_improvement=0.05),
+    ])
+    ```
+    """
+
+    def __init__(self, metric="fd", minutes=10.0, min_improvement=0.05):
+        super().__init__()
+        if minutes <= 0 or not 0 <= min_improvement < 1:
+            raise ValueError(f"PlateauStop needs minutes > 0 and 0 <= min_improvement < 1, "
+                             f"got {minutes} and {min_improvement}")
+        self.metric, self.minutes, self.min_improvement = metric, float(minutes), float(min_improvement)
+        self.evaluations = []  # (minutes since train begin, value)
+
+    def on_train_begin(self, logs=None):
+        self._start = time.monotonic()
+        self.evaluations = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not logs or self.metric not in logs:
+            return
+        now, value = (time.monotonic() - self._start) / 60.0, float(logs[self.metric])
+        earlier = [v for t, v in self.evaluations if t <= now - self.minutes]
+        self.evaluations.append((now, value))
+        if earlier and (earlier[-1] - value) < self.min_improvement * earlier[-1]:
+            print(f"{self.metric} {value:.4g} is less than {self.min_improvement:.0%} below "
+                  f"{earlier[-1]:.4g} of {self.minutes:g} minutes earlier: stopping", flush=True)
             self.model.stop_training = True
 
 

@@ -2,40 +2,38 @@
 
     python -m zoo.evaluate SOURCE [--metrics fd,kid,is,pr,coverage[,nll]] [--num 10000]
         [--real fashion_mnist:test] [--extractor fashion_classifier|inception_v3]
-        [--inception-weights PATH] [--batch-size 250] [--seed 0] [--json OUT]
+        [--inception-weights PATH] [--batch-size 250] [--seed 0] [--json OUT] [--record KEY]
 
-SOURCE is a run directory (its `model.keras`), a `.keras` file, or an exported
-SavedModel: a version folder (`saved_model.pb`) or a model folder of
+SOURCE is a run directory (its `model.keras`), a `.keras` file, a preset (a
+shipped preset's name or a preset directory), or an exported SavedModel: a version folder (`saved_model.pb`) or a model folder of
 numbered versions (the highest is used), called through `serving_default`
 (`z` -> `images`). Prints one JSON line of results (see
-`zoo.metrics.evaluate`); `--json` also writes it with the options used.
+`zoo.metrics.evaluate`); `--json` also writes it with the options used;
+`--record KEY` (a preset source) stores it in the preset's `metadata.json`
+under KEY with the command that reproduces it.
 Exit codes: 0 done, 2 a bad option or source (one `error:` line on stderr).
 """
 
-import argparse
 import json
 import pathlib
+import shlex
 import sys
 
 import tensorflow as tf
 
 from zoo import data
 from zoo.base import stateless_normal
-from zoo.loading import RUN_MODEL, keras_file, load_model
+from zoo.cli import OneLineParser
+from zoo.loading import RUN_MODEL, is_preset, keras_file, load_model
 from zoo.metrics import evaluate, get_extractor
 from zoo.metrics.evaluation import DEFAULT_METRICS, check_metrics
 from zoo.metrics.extractors import EXTRACTORS
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not argparse's usage block
-        self.exit(2, f"error: {message}\n")
-
-
 def parse_args(argv):
     """Parses and checks the options (exit 2 with one `error:` line on a bad one)."""
-    p = _Parser(prog="python -m zoo.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("source", type=pathlib.Path, help="run directory, .keras file or SavedModel")
+    p = OneLineParser(prog="python -m zoo.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("source", type=pathlib.Path, help="run directory, .keras file, preset or SavedModel")
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated")
     p.add_argument("--num", type=int, default=10000, help="generated (and real) images")
     p.add_argument("--real", default="fashion_mnist:test", help="data spec of the real images")
@@ -45,6 +43,8 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nll-k", type=int, default=64, help="importance samples of the IWAE NLL")
     p.add_argument("--json", type=pathlib.Path, help="also write the results here")
+    p.add_argument("--record", metavar="KEY",
+                   help="preset sources: store the results in metadata.json under KEY (e.g. quality)")
     args = p.parse_args(argv)
     try:
         args.metrics = check_metrics(args.metrics)
@@ -59,8 +59,10 @@ def parse_args(argv):
             p.error("--extractor inception_v3 needs --inception-weights PATH (no downloads here)")
         if not args.inception_weights.is_file():
             p.error(f"--inception-weights {args.inception_weights} does not exist")
-    if not args.source.exists():
-        p.error(f"{args.source} does not exist")
+    if not args.source.exists() and not is_preset(args.source):
+        p.error(f"{args.source} does not exist and is not a preset name")
+    if args.record is not None and not is_preset(args.source):
+        p.error(f"--record needs a preset source; {args.source} is not one")
     return args
 
 
@@ -120,7 +122,7 @@ def saved_model_dir(path):
 
 
 def load_source(source):
-    """A zoo model (`.keras`, run directory) or a `SavedModelGenerator`; `ValueError` otherwise.
+    """A zoo model (`.keras`, run directory, preset) or a `SavedModelGenerator`; `ValueError` otherwise.
 
     Example:
 
@@ -128,13 +130,37 @@ def load_source(source):
     model = load_source(pathlib.Path("runs/00000-dcgan-dcgan_fashion_mnist"))  # its model.keras
     ```
     """
-    if keras_file(source, required=False) is not None:
+    if keras_file(source, required=False) is not None or is_preset(source):
         return load_model(source)
     saved = saved_model_dir(source) if source.is_dir() else None
     if saved is None:
-        raise ValueError(f"{source} is neither a run directory with {RUN_MODEL}, a .keras file "
-                         "nor a SavedModel")
+        raise ValueError(f"{source} is neither a run directory with {RUN_MODEL}, a .keras file, "
+                         "a preset nor a SavedModel")
     return SavedModelGenerator(saved)
+
+
+def record(args, argv, results):
+    """Stores `results` in the preset's metadata.json under `args.record`, with the command."""
+    from zoo import presets
+
+    directory, _ = presets.resolve(str(args.source))
+    shipped = presets.shipped_presets()
+    name = next((n for n, d in shipped.items() if d.resolve() == directory.resolve()), str(args.source))
+    options, items = [], iter(argv)
+    for item in items:  # the command minus the source and --record
+        if item == "--record":
+            next(items, None)
+        elif not item.startswith("--record=") and item != str(args.source):
+            options.append(item)
+    metadata = presets.read_metadata(directory)
+    metadata[args.record] = {
+        "metrics": results, "num": args.num, "seed": args.seed, "real": args.real,
+        "extractor": args.extractor, "command": shlex.join(["python", "-m", "zoo.evaluate", name, *options]),
+    }
+    path = pathlib.Path(directory) / presets.METADATA_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(metadata, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def main(argv=None):
@@ -164,6 +190,8 @@ def main(argv=None):
         print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
         return 2
     print(json.dumps(results))
+    if args.record:
+        record(args, sys.argv[1:] if argv is None else argv, results)
     if args.json:
         options = {k: v if isinstance(v, (int, float, type(None))) else str(v)
                    for k, v in vars(args).items()}

@@ -31,7 +31,7 @@ class DCGAN(base.GenerativeModel):
     Example:
 
     ```python
-    model = zoo.DCGAN.from_preset("dcgan_tiny")
+    model = zoo.DCGAN.from_preset("dcgan_tiny", load_weights=False)
     model.compile()  # Adam(2e-4, beta_1=0.5) for both networks
     model.fit(zoo.data.make_dataset("fashion_mnist", 32, 1, 64), epochs=1)
     images = model.generate(model.sample_latents(16))  # [16, 32, 32, 1] in [0, 1]

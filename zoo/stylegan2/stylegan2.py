@@ -92,7 +92,7 @@ class StyleGAN2(base.GenerativeModel):
     Example:
 
     ```python
-    model = zoo.StyleGAN2.from_preset("stylegan2_tiny")
+    model = zoo.StyleGAN2.from_preset("stylegan2_tiny", load_weights=False)
     model.compile()  # Adam(0.0025, betas (0, 0.99)), adjusted for lazy regularization
     model.fit(zoo.data.make_dataset("fashion_mnist", 32, 1, 32), epochs=1, steps_per_epoch=10)
     z = model.sample_latents(16)
@@ -229,6 +229,12 @@ class StyleGAN2(base.GenerativeModel):
     @property
     def train_steps(self):
         return int(keras.ops.convert_to_numpy(self.step_counter))
+
+    def reset_training_progress(self):
+        """Fine-tuning restarts the step counter (lazy-regularization phases, EMA ramp-up) and
+        the ADA sign accumulators; w average, path-length mean and ADA p are kept."""
+        for variable in (self.step_counter, self.ada_sign_sum, self.ada_sign_count, self.last_r1, self.last_pl):
+            variable.assign(keras.ops.zeros_like(variable))
 
     def optimizer_targets(self):
         return {"g_optimizer": self.generator, "d_optimizer": self.discriminator}

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import pathlib
 
 import tensorflow as tf
 
@@ -16,12 +17,32 @@ QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 # Options that may change when a run is resumed; the rest define the run.
 RESUMABLE_OVERRIDES = (
     "epochs", "steps", "minutes", "strategy", "cpu_replicas", "jit", "export", "quantize", "collective_timeout",
-    "serving_base_path",
+    "serving_base_path", "plateau_minutes", "plateau_improvement", "strict_data",
 )
 
 
 class ConfigError(ValueError):
     """An invalid training option."""
+
+
+def init_preset_identity(init_from):
+    """`(family name, preset name)` of an `--init-from` preset name or directory."""
+    from zoo import presets
+
+    try:
+        directory, family = presets.resolve(init_from)
+        if directory is not None:
+            model_class = presets.model_class(directory)
+            metadata = presets.read_metadata(directory)
+            family = model_class
+            # The run directory's and exports' name: the preset it was trained as, else the folder's.
+            name = metadata.get("preset") or pathlib.Path(directory).resolve().name
+        else:
+            name = str(init_from)
+        family_name = next(k for k, cls in zoo.FAMILIES.items() if issubclass(family, cls))
+    except (presets.PresetError, StopIteration) as e:
+        raise ConfigError(f"--init-from {init_from}: {e or 'not a zoo family model'}") from None
+    return family_name, name
 
 
 @dataclasses.dataclass
@@ -32,6 +53,9 @@ class TrainConfig:
     preset: str = ""  # "" = the family's default preset
     data: str = "fashion_mnist"
     data_dir: str = ""  # tfds data directory ("" = tfds default)
+    shuffle_buffer: int = 10_000  # streamed records (or cached images) shuffled within a pass
+    cache: str = ""  # streamed data: "" none, "memory", or a file path prefix for the decoded images
+    strict_data: bool = False  # an undecodable file stops training instead of being skipped
     epochs: int = 1
     steps: int = 0  # steps per epoch; 0 = one pass over the data
     batch_size: int = 128  # GLOBAL batch, split across replicas
@@ -49,6 +73,9 @@ class TrainConfig:
     eval_every: int = 0  # epochs between sample-quality evaluations (zoo.metrics); 0 = none
     eval_num: int = 2000  # generated images per evaluation
     eval_metrics: str = "fd,kid"
+    plateau_minutes: float = 0.0  # stop when the FD improved < plateau_improvement over this; 0 = never
+    plateau_improvement: float = 0.05
+    init_from: str = ""  # preset name or directory to fine-tune from; it fixes model and preset
     export: bool = True
     quantize: str = "none"
     serving_base_path: str = "/models"  # where TF Serving sees export/saved_model (models.config)
@@ -56,6 +83,8 @@ class TrainConfig:
     def resolved(self):
         """A copy with defaults filled in (the preset)."""
         config = dataclasses.replace(self)
+        if config.init_from:
+            config.model, config.preset = init_preset_identity(config.init_from)
         if config.model in zoo.FAMILIES and not config.preset:
             config.preset = zoo.default_preset(config.model)
         if config.model in zoo.FAMILIES and config.jit is None:
@@ -71,7 +100,7 @@ def validate(config):
     if config.model not in zoo.FAMILIES:
         fail(f"--model {config.model!r} is unknown; choose from {sorted(zoo.FAMILIES)}")
     presets = zoo.FAMILIES[config.model].presets
-    if config.preset not in presets:
+    if not config.init_from and config.preset not in presets:  # --init-from: the preset's config.json
         fail(f"--preset {config.preset!r} is not a {config.model} preset; choose from {sorted(presets)}")
     for name in ("epochs", "batch_size"):
         if not isinstance(getattr(config, name), int) or getattr(config, name) < 1:
@@ -95,8 +124,15 @@ def validate(config):
             names = metrics.evaluation.check_metrics(config.eval_metrics)
         except ValueError as e:
             fail(f"--eval-metrics: {e}")
+        if config.plateau_minutes and "fd" not in names:
+            fail("--plateau-minutes watches the FD: add fd to --eval-metrics")
         if "nll" in names and config.model != "vae":
             fail(f"--eval-metrics nll is the VAE's likelihood; {config.model} has none")
+    if config.plateau_minutes < 0 or not 0 <= config.plateau_improvement < 1:
+        fail(f"--plateau-minutes must be >= 0 and --plateau-improvement in [0, 1), got "
+             f"{config.plateau_minutes} and {config.plateau_improvement}")
+    if config.plateau_minutes and not config.eval_every:
+        fail("--plateau-minutes needs --eval-every (it watches the evaluated FD)")
     if config.strategy not in STRATEGIES:
         fail(f"--strategy {config.strategy!r} is unknown; choose from {STRATEGIES}")
     if config.precision not in PRECISIONS:
@@ -139,6 +175,12 @@ def validate(config):
     if config.batch_size % replicas:
         fail(f"--batch-size {config.batch_size} does not split evenly over {replicas} replicas")
     try:
-        zoo_data.check_spec(config.data, config.data_dir or None)
+        parsed = zoo_data.check_spec(config.data, config.data_dir or None)
     except zoo_data.DataError as e:
         fail(str(e))
+    if not isinstance(config.shuffle_buffer, int) or config.shuffle_buffer < 1:
+        fail(f"--shuffle-buffer must be a positive integer, got {config.shuffle_buffer!r}")
+    if config.cache and not parsed.streamed:
+        fail(f"--cache goes with streamed data (folder:, tfds:, tfrecord:); {config.data} is in memory")
+    if not isinstance(config.strict_data, bool):
+        fail(f"--strict-data is a flag (true or false), got {config.strict_data!r}")

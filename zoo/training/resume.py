@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import typing
 
@@ -21,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from zoo import data as zoo_data
+from zoo.data import streams
 
 
 class BackupError(RuntimeError):
@@ -47,6 +49,14 @@ def _sha256(path):
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _remove(path):
+    """Deletes `path` if it is there: `ram://` (TF 2.21) appends to a file written again."""
+    try:
+        tf.io.gfile.remove(path)
+    except tf.errors.NotFoundError:
+        pass
+
+
 class BackupAndRestore(keras.callbacks.BackupAndRestore):
     """Backs up the training state every epoch or every N batches; restores it mid-epoch too.
 
@@ -57,6 +67,12 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     unreadable or names other weights was cut short (a crash mid-save) and
     the previous copy is used. Restoring only reads; when no copy is
     usable it raises `BackupError` naming the folder.
+
+    The folder may be remote (`gs://...`): files go through `tf.io.gfile`,
+    weights are saved and hashed locally, then uploaded, and downloaded once
+    to restore. The guarantee above holds on an object store too, as it
+    needs no rename: a copy is complete when its metadata exists and names
+    its weights' SHA-256, however far an interrupted upload got.
 
     Keras 3.15 resumes at the start of the interrupted epoch (pitfall 12).
     `zoo.training.run` calls `restore()` before `fit` and continues the
@@ -99,18 +115,16 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             (self._weights_path, self._training_metadata_path),
             (self._prev_weights_path, self._prev_training_metadata_path),
         )
-        if not any(os.path.exists(metadata) for _, metadata in copies):
+        if not any(tf.io.gfile.exists(metadata) for _, metadata in copies):
             return None  # never saved, or the first save was cut short
         problems = []
         for weights, metadata in copies:
             try:
-                with open(metadata) as f:
+                with tf.io.gfile.GFile(metadata) as f:
                     saved = json.load(f)
-                if _sha256(weights) != saved["weights_sha256"]:
-                    raise ValueError("the weights do not match the metadata")
                 position = Position(saved["epoch"], saved["batches_done"], saved["step"])
-                self._load_weights(weights)
-            except (OSError, ValueError, KeyError, TypeError) as e:
+                self._load_weights(weights, saved["weights_sha256"])
+            except (OSError, tf.errors.OpError, ValueError, KeyError, TypeError) as e:
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
                 problems.append(f"{os.path.basename(weights)}: {reason}")
                 continue
@@ -122,13 +136,14 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             f"cannot restore the backup in {self.backup_dir}: no readable copy ({'; '.join(problems)})"
         )
 
-    def _load_weights(self, path):
-        if path.endswith(".weights.h5"):
-            self.model.load_weights(path)
-            return
-        # Keras loads only files named `*.weights.h5`; restoring must not write the folder.
+    def _load_weights(self, path, sha256):
+        # A local copy (one download), checked and loaded: Keras loads only files named
+        # `*.weights.h5`, and restoring must not write the backup folder.
         with tempfile.TemporaryDirectory() as tmp:
-            copy = shutil.copyfile(path, os.path.join(tmp, "previous.weights.h5"))
+            copy = os.path.join(tmp, "backup.weights.h5")
+            tf.io.gfile.copy(path, copy)
+            if _sha256(copy) != sha256:
+                raise ValueError("the weights do not match the metadata")
             self.model.load_weights(copy)
 
     def on_train_begin(self, logs=None):
@@ -158,16 +173,26 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     def _save_model(self):
         if not self.write:
             return
-        os.makedirs(self.backup_dir, exist_ok=True)
+        tf.io.gfile.makedirs(self.backup_dir)
         if self._latest_complete:
-            shutil.copyfile(self._weights_path, self._prev_weights_path)
-            shutil.copyfile(self._training_metadata_path, self._prev_training_metadata_path)
-        self.model.save_weights(self._weights_path, overwrite=True)
+            for source, target in ((self._weights_path, self._prev_weights_path),
+                                   (self._training_metadata_path, self._prev_training_metadata_path)):
+                _remove(target)
+                tf.io.gfile.copy(source, target)
+        with tempfile.TemporaryDirectory() as tmp:
+            # Saved and hashed locally, then uploaded: hashing needs no download.
+            weights = os.path.join(tmp, "latest.weights.h5")
+            self.model.save_weights(weights)
+            sha256 = _sha256(weights)
+            _remove(self._weights_path)
+            # Not `tf.io.gfile.copy`: on ram:// it fails onto a name that begins another's (`.bkp`).
+            with open(weights, "rb") as f, tf.io.gfile.GFile(self._weights_path, "wb") as out:
+                shutil.copyfileobj(f, out, 1 << 20)
         metadata = {
-            "epoch": self._epoch, "batches_done": self._done, "step": self._step,
-            "weights_sha256": _sha256(self._weights_path),
+            "epoch": self._epoch, "batches_done": self._done, "step": self._step, "weights_sha256": sha256,
         }
-        with open(self._training_metadata_path, "w") as f:
+        _remove(self._training_metadata_path)
+        with tf.io.gfile.GFile(self._training_metadata_path, "w") as f:
             json.dump(metadata, f)
         self._latest_complete = True
 
@@ -184,6 +209,14 @@ class DataStream:
     (the remainder of a pass dropped), reshuffled every pass. A resumed run
     continues at the batch its backup names.
 
+    In-memory data (`npz:`, Fashion-MNIST) goes to `fit` as one dataset that
+    the strategy splits. Streamed data (`folder:`, `tfds:`, `tfrecord:`)
+    is a `zoo.data.streams.Stream` per worker (through
+    `distribute_datasets_from_function` under a strategy of several
+    replicas): each worker shards by file when there are at least as many
+    files as workers, else by data, with the same steps per epoch on every
+    worker; seeking skips undecoded paths or records.
+
     `dataset()` starts where `seek()` last pointed when an iterator is
     created, not when it is built. That matters under a strategy: Keras'
     `fit` first reads one batch from an iterator of its own to build the
@@ -194,18 +227,36 @@ class DataStream:
 
     Args:
         config: the `TrainConfig`.
-        model: the family model (its image size and channels).
-        arrays: `(images, labels)` from `zoo.data.load_arrays`.
+        model: the family model (its image size, channels and strategy).
+        data: `zoo.data.training_data`: in-memory `(images, labels)`, or a
+            streamed `zoo.data.streams.Source`.
     """
 
-    def __init__(self, config, model, arrays):
+    def __init__(self, config, model, data):
         self._repeat_passes = not config.steps
+        self._start = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self._strategy = model.distribute_strategy
+        self._batch_size = config.batch_size
+        if isinstance(data, streams.Source):
+            self._make = None
+            # Input pipelines: one per worker (a worker's replicas share its pipeline).
+            replicas = self._strategy.num_replicas_in_sync
+            workers = replicas // len(self._strategy.extended.worker_devices) if replicas > 1 else 1
+            self._stream = functools.partial(
+                streams.Stream, data, model.image_size, model.channels, config.batch_size,
+                seed=config.seed, passes_are_epochs=not config.steps, workers=workers,
+                shuffle_buffer=config.shuffle_buffer, cache=config.cache, strict=config.strict_data,
+            )
+            stream = self._stream()  # raises DataError unless every worker has a step's worth
+            self.steps_per_epoch = config.steps or stream.steps_per_pass
+            if workers > 1:
+                print(f"data: {stream.sharding()}", file=sys.stderr)
+            return
         self._make = functools.partial(
             zoo_data.make_dataset, config.data, model.image_size, model.channels,
-            config.batch_size, repeat=bool(config.steps), seed=config.seed, arrays=arrays,
+            config.batch_size, repeat=bool(config.steps), seed=config.seed, arrays=data,
         )
         self.steps_per_epoch = config.steps or int(self._make().cardinality())
-        self._start = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def seek(self, step):
         """Iterators created from now on start at batch `step`."""
@@ -213,10 +264,26 @@ class DataStream:
 
     def dataset(self):
         """A new pipeline: its shuffle seeds restart as in a new run."""
+        if self._make is None:
+            return self._streamed()
         batches = self._make()
         if self._repeat_passes:
             batches = batches.repeat()
         return tf.data.Dataset.range(1).flat_map(lambda _: batches.skip(self._start.read_value()))
+
+
+    def _streamed(self):
+        def batches(context=None):
+            stream = self._stream(
+                worker=context.input_pipeline_id if context else 0,
+                replica_batch=context.get_per_replica_batch_size(self._batch_size) if context else None,
+            )
+            return tf.data.Dataset.range(1).flat_map(
+                lambda _: stream.dataset(self._start.read_value(), self.steps_per_epoch))
+
+        if self._strategy.num_replicas_in_sync == 1:
+            return batches()
+        return self._strategy.distribute_datasets_from_function(batches)
 
 
 class Fit(typing.NamedTuple):

@@ -10,6 +10,8 @@ run writes:
         tensorboard/       scalars and sample images
         model.keras        the trained model
         history.json       per-epoch logs
+        data_index.json    a streamed spec's files (folder:, tfrecord:), read again on --resume
+        preset/            the trained model as a preset directory (zoo.from_preset reads it)
         export/saved_model/<preset>/<version>/, export/tflite/<preset>.tflite
 """
 
@@ -17,6 +19,7 @@ import dataclasses
 import json
 import pathlib
 import re
+import time
 
 import keras
 import tensorflow as tf
@@ -25,29 +28,50 @@ from tensorflow.python.framework import config as tf_framework_config
 import zoo
 from zoo import callbacks as zoo_callbacks
 from zoo import data as zoo_data
+from zoo.data import streams as data_streams
 from zoo.training.config import RESUMABLE_OVERRIDES, ConfigError, TrainConfig, validate
 from zoo.training.resume import BackupAndRestore, DataStream, RunCallbacks, plan_fits
 from zoo.training.strategy import ClusterError, collective_failure, is_chief, make_strategy, xla_supported
 
 
+def _storage_path(path):
+    """`path` as a `pathlib.Path`, or a str if it is a URL (pathlib turns `gs://b/x` into `gs:/b/x`)."""
+    path = str(path)
+    return path if "://" in path else pathlib.Path(path)
+
+
+def _write_text(path, text):
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(text)
+
+
 def new_run_dir(outdir, config):
-    """Creates `<outdir>/<NNNNN>-<family>-<preset>` with the next free number."""
-    outdir = pathlib.Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    numbers = [int(m.group(1)) for p in outdir.iterdir() if (m := re.match(r"^(\d{5})-", p.name))]
+    """Creates `<outdir>/<NNNNN>-<family>-<preset>` with the next free number.
+
+    `outdir` may be remote (`gs://bucket/runs`): the run directory is then
+    a str, else a `pathlib.Path`.
+    """
+    outdir = str(outdir)
+    tf.io.gfile.makedirs(outdir)
+    # GCS lists folders as "<name>/": the pattern matches a prefix.
+    numbers = [int(m.group(1)) for name in tf.io.gfile.listdir(outdir) if (m := re.match(r"^(\d{5})-", name))]
     number = max(numbers, default=-1) + 1
-    run_dir = outdir / f"{number:05d}-{config.model}-{config.preset}"
-    run_dir.mkdir()
+    run_dir = _storage_path(tf.io.gfile.join(outdir, f"{number:05d}-{config.model}-{config.preset}"))
+    if isinstance(run_dir, pathlib.Path):
+        run_dir.mkdir()  # fails if a concurrent run took the number
+    else:
+        tf.io.gfile.mkdir(run_dir)  # object stores have no exclusive create
     return run_dir
 
 
 def load_run_config(run_dir, overrides=None):
-    """Reads `<run_dir>/config.json`, applying the resumable `overrides`."""
-    path = pathlib.Path(run_dir) / "config.json"
-    if not path.is_file():
+    """Reads `<run_dir>/config.json` (`run_dir` local or remote), applying the resumable `overrides`."""
+    path = tf.io.gfile.join(run_dir, "config.json")
+    if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
         raise ConfigError(f"--resume {run_dir}: no config.json there; is it a run directory?")
     try:
-        saved = json.loads(path.read_text())
+        with tf.io.gfile.GFile(path) as f:
+            saved = json.load(f)
         config = TrainConfig(**saved)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"--resume {run_dir}: unreadable config.json ({e})") from None
@@ -61,9 +85,17 @@ def load_run_config(run_dir, overrides=None):
 
 
 def build_model(config, strategy):
-    """The compiled family model of `config`, created in `strategy`'s scope."""
+    """The compiled family model of `config`, created in `strategy`'s scope.
+
+    With `config.init_from` it is the preset's model with its trained weights
+    and fresh optimizers (fine-tuning); step-driven schedules restart.
+    """
     with strategy.scope():
-        model = zoo.get_model(config.model, config.preset, seed=config.seed)
+        if config.init_from:
+            model = zoo.from_preset(config.init_from, seed=config.seed)
+            model.reset_training_progress()
+        else:
+            model = zoo.get_model(config.model, config.preset, seed=config.seed)
         jit = type(model).xla_by_default if config.jit is None else config.jit
         model.compile(jit_compile=jit and xla_supported(strategy))
     return model
@@ -81,7 +113,7 @@ def make_callbacks(config, run_dir, write):
     result = [zoo_callbacks.NonFiniteGuard()]
     if run_dir is not None:
         result.append(BackupAndRestore(
-            str(run_dir / "backup"), save_freq=config.backup_every or "epoch", write=write,
+            tf.io.gfile.join(run_dir, "backup"), save_freq=config.backup_every or "epoch", write=write,
         ))
     result.append(zoo_callbacks.Throughput(config.batch_size))
     if write:
@@ -93,11 +125,15 @@ def make_callbacks(config, run_dir, write):
                 real="fashion_mnist:test", every_n_epochs=config.eval_every, num=config.eval_num,
                 metrics=config.eval_metrics, seed=config.seed,
             ))
-        result.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
+            if config.plateau_minutes:
+                result.append(zoo_callbacks.PlateauStop(
+                    "fd", minutes=config.plateau_minutes, min_improvement=config.plateau_improvement,
+                ))
+        result.append(keras.callbacks.TensorBoard(tf.io.gfile.join(run_dir, "tensorboard")))
         if config.samples:
             result.append(zoo_callbacks.SampleGrid(
-                run_dir / "samples", config.samples, seed=config.seed,
-                log_dir=run_dir / "tensorboard",
+                tf.io.gfile.join(run_dir, "samples"), config.samples, seed=config.seed,
+                log_dir=tf.io.gfile.join(run_dir, "tensorboard"),
             ))
     if config.minutes:
         result.append(zoo_callbacks.TimeBudget(config.minutes))
@@ -106,12 +142,34 @@ def make_callbacks(config, run_dir, write):
 
 @dataclasses.dataclass
 class RunResult:
-    run_dir: pathlib.Path | None  # None on a worker other than the chief: it writes nothing
+    # A str for a URL outdir (gs://...); None on a worker other than the chief: it writes nothing.
+    run_dir: pathlib.Path | str | None
     history: dict
     exports: dict
 
 
-def run(config, resume_dir=None, verbose="auto"):
+def run_preset_metadata(config, model, history, minutes, resumed, command):
+    """What a run's `<run>/preset/metadata.json` records about its training."""
+    from zoo import presets
+
+    family = zoo.FAMILIES[config.model]
+    evaluated = {k: v[-1] for k, v in history.items() if k in ("fd", "kid", "is", "precision", "recall")}
+    metadata = {
+        "preset": config.preset,
+        "description": family.presets.get(config.preset, {}).get("description", ""),
+        "data": config.data,
+        "images_seen": model.train_steps * config.batch_size,
+        "training": {
+            "command": command, "minutes": round(minutes, 2), "resumed": resumed,
+            "machine": presets.machine(), "config": dataclasses.asdict(config),
+        },
+    }
+    if evaluated:
+        metadata["last_evaluation"] = {"metrics": evaluated, "num": config.eval_num, "seed": config.seed}
+    return metadata
+
+
+def run(config, resume_dir=None, verbose="auto", command=None):
     """Trains (or resumes) a run and exports it.
 
     Args:
@@ -119,6 +177,7 @@ def run(config, resume_dir=None, verbose="auto"):
         resume_dir: an existing run directory to continue; `config` must then
             come from `load_run_config`.
         verbose: passed to `fit`.
+        command: the command line that started the run, for the preset's metadata.
 
     Returns:
         `RunResult` with the run directory, the history and the export paths.
@@ -130,8 +189,9 @@ def run(config, resume_dir=None, verbose="auto"):
     config = config.resolved()
     validate(config)
     if resume_dir is not None:
-        resume_dir = pathlib.Path(resume_dir)
-        if (resume_dir / "model.keras").exists() and not (resume_dir / "backup").exists():
+        resume_dir = _storage_path(resume_dir)
+        if (tf.io.gfile.exists(tf.io.gfile.join(resume_dir, "model.keras"))
+                and not tf.io.gfile.exists(tf.io.gfile.join(resume_dir, "backup"))):
             # Its backup was deleted when it ended: resuming would start over
             # and overwrite the trained model.
             raise ConfigError(f"--resume {resume_dir}: the run has finished; start a new run")
@@ -156,17 +216,21 @@ def run(config, resume_dir=None, verbose="auto"):
         else:
             run_dir = new_run_dir(config.outdir, config)
         if chief:
-            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+            config_text = json.dumps(dataclasses.asdict(config), indent=2) + "\n"
+            _write_text(tf.io.gfile.join(run_dir, "config.json"), config_text)
 
-        arrays = zoo_data.load_arrays(config.data, config.data_dir or None)
+        # A streamed spec's file list is kept in the run directory, for resuming.
+        data = zoo_data.training_data(config.data, config.data_dir or None,
+                                      index_dir=run_dir if chief else resume_dir, write_index=chief)
         model = build_model(config, strategy)
-        stream = DataStream(config, model, arrays)
+        stream = DataStream(config, model, data)
         callbacks = RunCallbacks(
             make_callbacks(config, run_dir if chief else resume_dir, write=chief),
             stream, model, verbose, config.epochs,
         )
         backup = next((c for c in callbacks.callbacks if isinstance(c, BackupAndRestore)), None)
         position = backup.restore() if backup is not None else None
+        start = time.monotonic()
         try:
             for fit in plan_fits(position, stream.steps_per_epoch, config.epochs):
                 callbacks.before_fit(fit)
@@ -181,6 +245,11 @@ def run(config, resume_dir=None, verbose="auto"):
                 )
                 if model.stop_training:
                     break
+        except tf.errors.InvalidArgumentError as e:
+            failure = data_streams.stream_failure(e)
+            if failure is None:
+                raise
+            raise failure from None
         except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as e:
             if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
                 raise
@@ -195,13 +264,16 @@ def run(config, resume_dir=None, verbose="auto"):
         history = model.history.history
         exports = {}
         if chief:
-            model.save(run_dir / "model.keras")
-            (run_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+            model.save(tf.io.gfile.join(run_dir, "model.keras"))  # Keras uploads a remote path
+            _write_text(tf.io.gfile.join(run_dir, "history.json"), json.dumps(history, indent=2) + "\n")
+            minutes = (time.monotonic() - start) / 60.0
+            model.save_to_preset(tf.io.gfile.join(run_dir, "preset"), metadata=run_preset_metadata(
+                config, model, history, minutes, resume_dir is not None, command))
             if config.export:
                 from export import export_model
 
-                exports = export_model(model, run_dir / "export", config.preset, quantize=config.quantize,
-                                       serving_base_path=config.serving_base_path)
+                exports = export_model(model, tf.io.gfile.join(run_dir, "export"), config.preset,
+                                       quantize=config.quantize, serving_base_path=config.serving_base_path)
         return RunResult(run_dir, history, exports)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)

@@ -186,7 +186,7 @@ def manifold_grid(model, n=20, coverage=0.95):
     Example:
 
     ```python
-    save_png(manifold_grid(zoo.VAE.from_preset("vae_fashion_mnist_2d")), "manifold.png")
+    save_png(manifold_grid(zoo.from_preset("vae_fashion_mnist_2d")), "manifold.png")
     ```
     """
     if model.latent_dim != 2:

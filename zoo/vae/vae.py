@@ -46,7 +46,7 @@ class VAE(base.GenerativeModel):
     Example:
 
     ```python
-    model = zoo.VAE.from_preset("vae_tiny")
+    model = zoo.VAE.from_preset("vae_tiny", load_weights=False)
     model.compile()  # Adam(1e-3)
     model.fit(zoo.data.make_dataset("fashion_mnist", 32, 1, 64), epochs=1)
     model.evaluate(zoo.data.make_dataset("fashion_mnist:test", 32, 1, 100))  # neg_elbo in nats

@@ -7,32 +7,40 @@ A spec names where images come from:
   present, else `tensorflow_datasets`' `fashion_mnist`.
 * `tfds:NAME[:SPLIT]` -- any `tensorflow_datasets` image dataset, read from
   `data_dir` (or `$TFDS_DATA_DIR`); downloaded when it is absent and a
-  network is there.
-* `folder:PATH` -- PNG/JPEG files anywhere below PATH.
+  network is there. `SPLIT` as tfds takes it (`train`, `test[:10%]`).
+* `folder:PATH` -- PNG/JPEG/BMP/GIF/WebP files anywhere below PATH, of any
+  sizes; labels from first-level subfolder names.
+* `tfrecord:GLOB` -- TFRecord shards of `tf.train.Example`s with a bytes
+  feature `image` (an encoded image) and optionally an int64 `label`, as
+  `python -m zoo.data pack SRC OUT --shards N [--size S]` writes them.
 * `npz:PATH` -- an `.npz` with `images` (`[N, H, W]` or `[N, H, W, C]`, uint8
   0..255 or float 0..1) and optionally `labels`.
 
-`SPLIT` is `train` (default) or `test`. Every problem with a spec raises
-`DataError` with one line that names it, before any training starts.
+Every problem with a spec raises `DataError` with one line that names it,
+before any training starts.
 
-Images are held in memory as uint8 and converted per batch: NHWC float32 in
-[-1, 1] at the model's resolution: padded with black, centered, when the
-model is a few pixels larger (28 -> 32), else resized (area filter down,
-bilinear up).
+`fashion_mnist` and `npz:` are held in memory as uint8 and converted per
+batch. `folder:`, `tfds:` and `tfrecord:` stream: files are decoded inside
+the `tf.data` graph as batches are needed (`zoo.data.streams`), converted to
+the model's channels (RGB <-> gray, alpha dropped). Either way batches are
+NHWC float32 in [-1, 1] at the model's resolution: padded with black,
+centered, when the model is a few pixels larger (28 -> 32, `pads_to`), else
+(center-cropped to a square and) resized, area filter down, bilinear up.
 """
 
 import dataclasses
 import gzip
 import os
 import pathlib
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 SPLITS = ("train", "test")
+STREAMED_SCHEMES = ("folder", "tfds", "tfrecord")
+INDEX_FILE = "data_index.json"  # a run directory's list of a streamed spec's files
 
 
 class DataError(ValueError):
@@ -41,11 +49,16 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
-    """A parsed spec: `scheme` in {fashion_mnist, tfds, folder, npz}."""
+    """A parsed spec: `scheme` in {fashion_mnist, tfds, folder, tfrecord, npz}."""
 
     scheme: str
-    target: str = ""  # tfds name or file-system path
+    target: str = ""  # tfds name, file-system path or glob
     split: str = "train"
+
+    @property
+    def streamed(self):
+        """Decoded as batches are needed, not held in memory."""
+        return self.scheme in STREAMED_SCHEMES
 
 
 def parse_spec(spec):
@@ -62,13 +75,13 @@ def parse_spec(spec):
         if not name:
             raise DataError(f"data spec {spec!r}: tfds needs a dataset name, as in tfds:mnist")
         return DataSpec("tfds", name, split or "train")
-    if scheme in ("folder", "npz"):
+    if scheme in ("folder", "npz", "tfrecord"):
         if not rest:
             raise DataError(f"data spec {spec!r}: {scheme} needs a path, as in {scheme}:/data/x")
         return DataSpec(scheme, rest, "train")
     raise DataError(
         f"unknown data scheme {scheme!r} in {spec!r}; use fashion_mnist, tfds:NAME, "
-        "folder:PATH or npz:PATH"
+        "folder:PATH, tfrecord:GLOB or npz:PATH"
     )
 
 
@@ -88,8 +101,12 @@ def check_spec(spec, data_dir=None):
         root = pathlib.Path(parsed.target)
         if not root.is_dir():
             raise DataError(f"image folder {root} does not exist")
-        if not _image_files(root):
+        if next(_iter_image_files(root), None) is None:
             raise DataError(f"image folder {root} has no {'/'.join(IMAGE_SUFFIXES)} files")
+    elif parsed.scheme == "tfrecord":
+        from zoo.data import streams
+
+        streams.check_record(_tfrecord_files(parsed)[0])
     elif parsed.scheme == "npz":
         if not pathlib.Path(parsed.target).is_file():
             raise DataError(f"npz file {parsed.target} does not exist")
@@ -99,7 +116,10 @@ def check_spec(spec, data_dir=None):
 
 
 def load_arrays(spec, data_dir=None, download=True):
-    """Loads a spec's images (uint8 `[N, H, W, C]`) and labels (int or None).
+    """Loads a spec's images (uint8 `[N, H, W, C]`) and labels (int or None) into memory.
+
+    A streamed spec is decoded whole here, so its images must share one
+    shape and every file must decode; training streams any mix instead.
 
     Args:
         spec: data spec string or `DataSpec`.
@@ -111,7 +131,8 @@ def load_arrays(spec, data_dir=None, download=True):
     loader = {
         "fashion_mnist": _load_fashion_mnist,
         "tfds": _load_tfds,
-        "folder": _load_folder,
+        "folder": _load_streamed,
+        "tfrecord": _load_streamed,
         "npz": _load_npz,
     }[parsed.scheme]
     images, labels = loader(parsed, data_dir, download)
@@ -120,6 +141,65 @@ def load_arrays(spec, data_dir=None, download=True):
     if images.ndim != 4 or len(images) == 0:
         raise DataError(f"{_describe(parsed)} gave no images of shape [N, H, W, C] (got {images.shape})")
     return images, labels
+
+
+def training_data(spec, data_dir=None, index_dir=None, write_index=False):
+    """What a training run reads: in-memory `(images, labels)`, or a streamed spec's `Source`.
+
+    Args:
+        spec: data spec string.
+        data_dir: tfds data directory.
+        index_dir: the run directory, where a streamed spec's file list is
+            kept (`INDEX_FILE`) so that a resumed run streams the same files.
+        write_index: this process writes that list (the chief).
+    """
+    parsed = parse_spec(spec)
+    if not parsed.streamed:
+        return load_arrays(parsed, data_dir)
+    index_path = tf.io.gfile.join(str(index_dir), INDEX_FILE) if index_dir is not None else None
+    return open_source(parsed, data_dir, index_path=index_path, write_index=write_index)
+
+
+def open_source(spec, data_dir=None, download=True, index_path=None, write_index=False):
+    """A streamed spec's `zoo.data.streams.Source`: its files listed (and counted), nothing decoded.
+
+    Args:
+        spec: a `folder:`, `tfrecord:` or `tfds:` spec string or `DataSpec`.
+        data_dir: tfds data directory.
+        download: let tfds download a dataset that is not prepared.
+        index_path: a JSON file list (a run directory's): read when it is
+            there and names this spec, so a resumed run streams the files
+            it started with in the same order without listing them again.
+        write_index: write the list to `index_path` when it was made here.
+    """
+    from zoo.data import streams
+
+    parsed = check_spec(spec, data_dir)
+    description = _describe(parsed)
+    if parsed.scheme == "tfds":
+        return _tfds_source(parsed, data_dir, download)
+    cached = streams.load_index(index_path, description)
+    if cached is not None:
+        files, counts = cached
+    elif parsed.scheme == "folder":
+        files = [str(p) for p in _image_files(pathlib.Path(parsed.target))]
+        counts = [1] * len(files)
+    else:
+        files = _tfrecord_files(parsed)
+        counts = [streams.count_records(f) for f in files]
+        if not sum(counts):
+            raise DataError(f"{description} matches {len(files)} file(s) holding no records")
+    if cached is None and index_path and write_index:
+        streams.save_index(index_path, description, files, counts)
+    if parsed.scheme == "tfrecord":
+        return streams.RecordSource(description, files, counts, [0] * len(files), streams.parse_zoo_record)
+    # Labels from first-level subfolder names, when every file is in one.
+    parts = [pathlib.Path(f).relative_to(parsed.target).parts for f in files]
+    if all(len(p) > 1 for p in parts):
+        names = sorted({p[0] for p in parts})
+        labels = np.array([names.index(p[0]) for p in parts], np.int64)
+        return streams.FileSource(description, files, counts, labels, names)
+    return streams.FileSource(description, files, counts)
 
 
 def make_dataset(
@@ -145,7 +225,9 @@ def make_dataset(
         repeat: repeat forever (for `fit(steps_per_epoch=...)`).
         seed: shuffle seed.
         data_dir: tfds data directory.
-        arrays: already loaded `(images, labels)` from `load_arrays`.
+        arrays: already loaded `(images, labels)` from `load_arrays`; a
+            streamed spec without them streams (reshuffled per pass by the
+            seed, converted to `channels`).
 
     Returns:
         `tf.data.Dataset` of float32 `[batch_size, image_size, image_size,
@@ -158,6 +240,13 @@ def make_dataset(
     ```
     """
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    if parsed.streamed and arrays is None:
+        from zoo.data import streams
+
+        stream = streams.Stream(open_source(parsed, data_dir), image_size, channels, batch_size,
+                                seed=seed, shuffle=shuffle)
+        batches = stream.dataset()
+        return batches if repeat else batches.take(stream.steps_per_pass)
     images, _ = arrays if arrays is not None else load_arrays(parsed, data_dir)
     if images.shape[-1] != channels:
         raise DataError(
@@ -189,11 +278,20 @@ def to_unit_range(images):
     return tf.clip_by_value((tf.cast(images, tf.float32) + 1.0) * 0.5, 0.0, 1.0)
 
 
+def pads_to(h, w, size):
+    """Whether an `h` x `w` image is padded to `size` rather than resized (ints or int tensors).
+
+    A square a few pixels smaller by an even margin (28 -> 32): black
+    borders keep the digits and garments of 28-px data pixel-exact.
+    """
+    return (h == w) & (h < size) & (size <= h + h // 7 + 1) & ((size - h) % 2 == 0)
+
+
 def _resizer(source_hw, size):
     h, w = int(source_hw[0]), int(source_hw[1])
     if (h, w) == (size, size):
         return lambda x: x
-    if h == w and h < size <= h + h // 7 + 1 and (size - h) % 2 == 0:
+    if pads_to(h, w, size):
         pad = (size - h) // 2
         # Pad with the background value -1 (black), centered: 28 -> 32.
         return lambda x: tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], constant_values=-1.0)
@@ -206,6 +304,13 @@ def _describe(parsed):
         "fashion_mnist": f"fashion_mnist:{parsed.split}",
         "tfds": f"tfds:{parsed.target}:{parsed.split}",
     }.get(parsed.scheme, f"{parsed.scheme}:{parsed.target}")
+
+
+def _tfrecord_files(parsed):
+    files = sorted(tf.io.gfile.glob(parsed.target))
+    if not files:
+        raise DataError(f"tfrecord:{parsed.target} matches no files")
+    return files
 
 
 # ---- loaders ----------------------------------------------------------------
@@ -260,7 +365,8 @@ def _tfds_builder(name, data_dir):
     return builder
 
 
-def _load_tfds(parsed, data_dir, download):
+def _prepared_tfds(parsed, data_dir, download):
+    """`(builder, image feature key)` of a prepared tfds dataset."""
     builder = _tfds_builder(parsed.target, data_dir)
     if not builder.is_prepared():
         if not download:
@@ -283,6 +389,41 @@ def _load_tfds(parsed, data_dir, download):
     )
     if image_key is None:
         raise DataError(f"tfds dataset {parsed.target!r} has no image feature")
+    return builder, image_key
+
+
+def _tfds_source(parsed, data_dir, download):
+    """The prepared split's TFRecord shards, records decoded as the stream reads them."""
+    import tensorflow_datasets as tfds
+
+    from zoo.data import streams
+
+    builder, image_key = _prepared_tfds(parsed, data_dir, download)
+    if builder.info.file_format.value != "tfrecord":
+        raise DataError(f"tfds dataset {parsed.target!r} is stored as {builder.info.file_format.value}; "
+                        "streaming reads tfrecord files")
+    try:
+        instructions = builder.info.splits[parsed.split].file_instructions
+    except (KeyError, ValueError) as e:
+        raise DataError(f"tfds dataset {parsed.target!r} has no split {parsed.split!r}: {e}") from None
+    features = builder.info.features
+    has_label = "label" in features
+
+    def parse(raw):
+        # The stored bytes as they are: the stream decodes them like a file's.
+        example = features.deserialize_example(raw, decoders={image_key: tfds.decode.SkipDecoding()})
+        label = tf.cast(example["label"], tf.int64) if has_label else tf.constant(-1, tf.int64)
+        return example[image_key], label
+
+    return streams.RecordSource(
+        _describe(parsed), [i.filename for i in instructions], [i.take for i in instructions],
+        [i.skip for i in instructions], parse,
+    )
+
+
+def _load_tfds(parsed, data_dir, download):
+    builder, image_key = _prepared_tfds(parsed, data_dir, download)
+    features = builder.info.features
     try:
         ds = builder.as_dataset(split=parsed.split)
     except Exception as e:
@@ -297,34 +438,43 @@ def _load_tfds(parsed, data_dir, download):
     return images, (np.concatenate(labels).astype(np.int64) if label_key else None)
 
 
+def _iter_image_files(root):
+    return (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 def _image_files(root):
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(_iter_image_files(root))
 
 
-def _decode(path):
-    from PIL import Image  # only needed for folders
+def in_source_order(source, size=None, channels=None):
+    """A streamed source's `(image, label, ok, name)` in file order, decoded in parallel.
 
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = "L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB"
-            return np.asarray(img.convert(mode))
-    except Exception as e:
-        raise DataError(f"cannot decode image {path}: {e}") from None
+    `image` is at the file's own size and channels (1 or 3) when `size` is
+    None; `ok` is False (and `image` empty) for a file that cannot be decoded.
+    """
+    from zoo.data import streams
+
+    elements = source.elements(np.arange(len(source.files)), 0, tf.constant(0, tf.int64), False, 0)
+    return elements.interleave(streams.decoder(source, size, channels), cycle_length=tf.data.AUTOTUNE,
+                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _load_folder(parsed, data_dir, download):
-    files = _image_files(pathlib.Path(parsed.target))
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        arrays = list(pool.map(_decode, files))
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        first, other = sorted(shapes)[:2]
-        raise DataError(
-            f"images in {parsed.target} differ in size or channels ({first} vs {other}); "
-            "resize them to one shape first"
-        )
-    return np.stack(arrays), None
+def _load_streamed(parsed, data_dir, download):
+    source = open_source(parsed, data_dir, download)
+    images, labels = [], []
+    for image, label, ok, name in in_source_order(source).as_numpy_iterator():
+        if not ok:
+            raise DataError(f"cannot decode image {name.decode()}")
+        if images and image.shape != images[0].shape:
+            raise DataError(
+                f"images in {parsed.target} differ in size or channels ({images[0].shape} vs {image.shape}): "
+                "they stream into training (make_dataset, zoo-train), but load_arrays needs one shape"
+            )
+        images.append(image)
+        labels.append(label)
+    # Records without a `label` feature read as -1.
+    labels = source.labels if parsed.scheme == "folder" else np.array(labels, np.int64)
+    return np.stack(images), None if labels is None or (labels < 0).any() else labels
 
 
 def _load_npz(parsed, data_dir, download):
