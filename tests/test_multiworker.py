@@ -253,7 +253,7 @@ def test_killed_worker_fails_the_job_and_both_resume_from_the_chiefs_backup(
     logs = run_cluster(["--resume", run_dir, "--epochs", EPOCHS], tmp_path, "resumed")
     assert "Skipping variable loading" not in logs[0] + logs[1]
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "config.json", "history.json", "model.keras", "samples", "tensorboard"]  # no backup left
+        "config.json", "history.json", "model.keras", "preset", "samples", "tensorboard"]  # no backup left
     assert sorted(p.name for p in (run_dir / "samples").iterdir()) == [
         f"samples-{e:04d}.png" for e in range(1, EPOCHS + 1)]
     state, iterations = saved_state(run_dir / "model.keras")
