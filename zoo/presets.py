@@ -17,6 +17,7 @@ pickles, no code in the files), and must be a `zoo.base.GenerativeModel`.
 
 import hashlib
 import json
+import os
 import pathlib
 import platform
 import sys
@@ -109,8 +110,7 @@ def _datasets(path):
 def parameter_counts(model):
     """`{"total": n, <sub-network name>: n, ...}` of `model`'s weights."""
     counts = {layer.name: int(layer.count_params()) for layer in model.layers if layer.weights}
-    return {"total": int(sum(keras.ops.size(w) for w in model.weights).numpy()
-                         if model.weights else 0), **counts}
+    return {"total": int(model.count_params()), **counts}
 
 
 def machine():
@@ -121,8 +121,6 @@ def machine():
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    import os
-
     return {
         "cpu": cpu, "cores": os.cpu_count(), "system": platform.platform(),
         "accelerators": [d.name for d in tf.config.list_physical_devices() if d.device_type != "CPU"],
@@ -330,13 +328,11 @@ def from_preset(preset, load_weights=True, **overrides):
     ```
     """
     directory, family = resolve(preset)
-    if directory is None:
-        if load_weights:
-            shipped = ", ".join(sorted(shipped_presets()))
-            raise PresetError(f"preset {preset!r} ships no weights (presets with weights: {shipped}); "
-                              "pass load_weights=False for a random initialisation")
-        return family(**{**family.presets[str(preset)]["config"], **overrides})
+    if directory is None and load_weights:
+        shipped = ", ".join(sorted(shipped_presets()))
+        raise PresetError(f"preset {preset!r} ships no weights (presets with weights: {shipped}); "
+                          "pass load_weights=False for a random initialisation")
     if family is not None and not load_weights:
-        # A shipped name's architecture is its presets-table entry, as for config-only names.
+        # A name's architecture is its presets-table entry, shipped or config-only.
         return family(**{**family.presets[str(preset)]["config"], **overrides})
     return load_preset_dir(directory, load_weights=load_weights, **overrides)
