@@ -26,6 +26,10 @@ Targets from the issue: streamed RSS <= 1.5 GB and first batch <= 5 s at
 both sizes; training fed by the streamed folder >= 0.9x the rate fed from
 memory; pipeline >= 3x the training rate.
 
+Every measurement is appended to `<workdir>/rounds.jsonl` as it is taken and
+a rerun with the same `--workdir` skips what is there, so an interrupted run
+(the full one takes over an hour on 2 cores) resumes where it stopped.
+
 Inside a child (`--child LOADER`), one loader is measured and its JSON
 printed on the last line of stdout.
 """
@@ -197,6 +201,13 @@ def main(argv=None):
 
     size = zoo.get_model("dcgan", args.preset).image_size
     workdir = pathlib.Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "rounds.jsonl"
+    done = {}  # (images, round, loader) -> measurement, from earlier runs
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            entry = json.loads(line)
+            done[entry["images"], entry["round"], entry["loader"]] = entry["measured"]
     results = {"config": vars(args), "sizes": {}}
     began = time.perf_counter()
     for n in args.sizes:
@@ -213,8 +224,13 @@ def main(argv=None):
             specs["tfrecord"] = f"tfrecord:{packed}/*.tfrecord"
         for r in range(args.rounds):
             for loader in args.loaders:
-                print(f"{n} images, round {r + 1}/{args.rounds}: {loader}", file=sys.stderr, flush=True)
-                measured["loaders"].setdefault(loader, []).append(run_child(loader, specs[loader], args))
+                if (n, r, loader) not in done:
+                    print(f"{n} images, round {r + 1}/{args.rounds}: {loader}", file=sys.stderr, flush=True)
+                    done[n, r, loader] = run_child(loader, specs[loader], args)
+                    with log.open("a") as f:
+                        f.write(json.dumps({"images": n, "round": r, "loader": loader,
+                                            "measured": done[n, r, loader]}) + "\n")
+                measured["loaders"].setdefault(loader, []).append(done[n, r, loader])
         results["sizes"][n] = measured
     results["wall_time_s"] = time.perf_counter() - began
     print(format_table(results))
