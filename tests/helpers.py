@@ -66,13 +66,33 @@ def trained_tiny_dcgan(arrays, steps=100):
     import zoo
     from zoo import data
 
-    keras.utils.set_random_seed(0)
-    model = zoo.get_model("dcgan", "dcgan_tiny")
-    model.compile(d_optimizer=keras.optimizers.Adam(1e-3, 0.5), g_optimizer=keras.optimizers.Adam(1e-3, 0.5))
-    model.fit(data.make_dataset("fashion_mnist:test", 32, 1, 32, arrays=arrays),
-              steps_per_epoch=steps, epochs=1, verbose=0)
-    assert model.generate(model.sample_latents(16)).numpy().std(axis=0).mean() > 0.05
-    return model
+    def fit(seed):
+        keras.utils.set_random_seed(seed)
+        model = zoo.get_model("dcgan", "dcgan_tiny")
+        model.compile(d_optimizer=keras.optimizers.Adam(1e-3, 0.5),
+                      g_optimizer=keras.optimizers.Adam(1e-3, 0.5))
+        model.fit(data.make_dataset("fashion_mnist:test", 32, 1, 32, arrays=arrays),
+                  steps_per_epoch=steps, epochs=1, verbose=0)
+        return model
+
+    return first_varied(fit)
+
+
+def first_varied(fit, seeds=(0, 1, 2, 3), min_std=0.05):
+    """The first of `fit(seed)` whose generator's images vary from latent to latent.
+
+    A GAN's first hundred steps are chaotic: the CPU's rounding (oneDNN picks
+    kernels per instruction set) decides whether seed 0 collapses (it does on
+    an AMD EPYC: per-pixel std 0.033 across latents). Parity checks need
+    varied images, not one particular seed.
+    """
+    stds = []
+    for seed in seeds:
+        model = fit(seed)
+        stds.append(float(model.generate(model.sample_latents(16)).numpy().std(axis=0).mean()))
+        if stds[-1] > min_std:
+            return model
+    raise AssertionError(f"every seed {seeds} gave near-constant images (per-pixel std {stds} <= {min_std})")
 
 
 def lazy_steps(steps, interval):
