@@ -29,15 +29,25 @@ def batch(arrays):
     return next(iter(ds)).numpy()
 
 
-@pytest.fixture(scope="module")
-def trained(arrays):
-    """`vae_tiny` after 40 Adam steps on real images."""
+def _trained(arrays, **overrides):
     keras.utils.set_random_seed(0)
-    model = zoo.VAE.from_preset("vae_tiny", load_weights=False)
+    model = zoo.VAE.from_preset("vae_tiny", load_weights=False, **overrides)
     model.compile(jit_compile=False)
     ds = data.make_dataset("fashion_mnist:test", 32, 1, 32, repeat=True, arrays=arrays)
     model.fit(ds, steps_per_epoch=40, epochs=1, verbose=0, shuffle=False)
     return model
+
+
+@pytest.fixture(scope="module")
+def trained(arrays):
+    """`vae_tiny` after 40 Adam steps on real images."""
+    return _trained(arrays)
+
+
+@pytest.fixture(scope="module")
+def trained_flow(arrays):
+    """`vae_tiny` with a flow prior and a residual decoder after 40 steps: sampling is noise -> prior -> decoder."""
+    return _trained(arrays, prior="flow", decoder_blocks=1)
 
 
 # ---- model ------------------------------------------------------------------
@@ -243,11 +253,14 @@ GOLDEN = """
     ds = data.make_dataset("fashion_mnist:test", 32, 1, 16, shuffle=False, arrays=arrays)
     def run(strategy, weights=None):
         with strategy.scope():
-            model = zoo.VAE.from_preset("vae_tiny", load_weights=False, beta=2.0, kl_warmup_steps=2)
+            model = zoo.VAE.from_preset("vae_tiny", load_weights=False, beta=2.0, kl_warmup_steps=2, prior=PRIOR)
             if weights is not None:
                 model.set_weights(weights)
             # SGD: Adam's update hides a gradient scale error (KERAS_PITFALLS 5) but for its epsilon.
-            model.compile(vae_optimizer=keras.optimizers.SGD(1e-4), jit_compile=False)
+            optimizers = {"vae_optimizer": keras.optimizers.SGD(1e-4)}
+            if PRIOR != "normal":
+                optimizers["prior_optimizer"] = keras.optimizers.SGD(1e-3)
+            model.compile(jit_compile=False, **optimizers)
         start = model.get_weights()
         history = model.fit(ds, steps_per_epoch=1, epochs=2, verbose=0, shuffle=False).history
         return start, model.get_weights(), history
@@ -261,8 +274,9 @@ GOLDEN = """
 """
 
 
-def test_golden_one_device_equals_two_replicas():
-    result = last_json_line(run_python(textwrap.dedent(GOLDEN)).stdout)
+@pytest.mark.parametrize("prior", ["normal", "two_stage"])  # two-stage: per-replica prior noise too
+def test_golden_one_device_equals_two_replicas(prior):
+    result = last_json_line(run_python(textwrap.dedent(GOLDEN).replace("PRIOR", repr(prior))).stdout)
     assert result["weight_step"] > 1e-3  # the steps did move the weights
     # Float summation order differs; a 2x gradient or shared noise gives >1e-3 relative.
     assert result["weight_diff"] < 1e-5 * result["weight_step"] + 1e-7
@@ -306,11 +320,13 @@ SAVED_MODEL_RUN = """
 """
 
 
-def test_export_parity_keras_savedmodel_tflite(trained, batch, tmp_path):
+@pytest.mark.parametrize("fixture", ["trained", "trained_flow"])
+def test_export_parity_keras_savedmodel_tflite(fixture, batch, tmp_path, request):
     from ai_edge_litert.interpreter import Interpreter
 
     from export import custom_ops, export_model
 
+    trained = request.getfixturevalue(fixture)
     written = export_model(trained, tmp_path / "export", "vae_tiny")
     z = trained.sample_latents(5, seed=3).numpy()
     images = ((batch[:5] + 1) / 2).astype(np.float32)
@@ -323,7 +339,7 @@ def test_export_parity_keras_savedmodel_tflite(trained, batch, tmp_path):
     stats = trained.encoder(images)
     expected = {
         "serving_default/images": trained.generate(z),
-        "decode/images": trained.generate(z),
+        "decode/images": trained.decode(z),
         "encode/z_mean": stats["z_mean"],
         "encode/z_log_var": stats["z_log_var"],
         "reconstruct/images": trained.reconstruct(images),
@@ -338,6 +354,13 @@ def test_export_parity_keras_savedmodel_tflite(trained, batch, tmp_path):
     assert custom_ops(flatbuffer) == []
     runner = Interpreter(model_content=flatbuffer).get_signature_runner("serving_default")
     np.testing.assert_allclose(runner(z=z)["images"], saved["serving_default/images"], atol=1e-4)
+    if trained.prior is not None:  # sampling and decoding differ, so the parity checks tell them apart
+        assert np.abs(saved["serving_default/images"] - saved["decode/images"]).max() > 1e-3
+
+    # The decoder of codes is its own LiteRT file: encode -> decode on device.
+    assert written["tflite_decode"].name == "vae_tiny.decode.tflite"
+    decode = Interpreter(model_content=written["tflite_decode"].read_bytes()).get_signature_runner("decode")
+    np.testing.assert_allclose(decode(z=z)["images"], saved["decode/images"], atol=1e-4)
 
     # The encoder is a second LiteRT file, for on-device encoding.
     assert written["tflite_encode"].name == "vae_tiny.encode.tflite"
@@ -418,7 +441,7 @@ def test_train_run_with_vae(tmp_path):
     assert set(result.history) >= {"loss", "reconstruction_loss", "kl_loss", "neg_elbo", "images_per_sec"}
     assert (result.run_dir / "model.keras").is_file()
     assert (result.run_dir / "samples" / "samples-0001.png").is_file()
-    assert set(result.exports) == {"saved_model", "tflite", "tflite_encode"}
+    assert set(result.exports) == {"saved_model", "tflite", "tflite_decode", "tflite_encode"}
 
 
 @pytest.mark.slow
@@ -451,7 +474,7 @@ def test_attribute_vector_shifts_judged_class():
     z = explore.encode(model.encoder, test_images[shown])
 
     def judged_boot(alpha):
-        logits = judge.predict(np.asarray(model.generate(z + alpha * vector)), verbose=0)
+        logits = judge.predict(np.asarray(model.decode(z + alpha * vector)), verbose=0)
         return float(np.mean(np.argmax(logits, axis=1) == boot))
 
     before, after = judged_boot(0.0), judged_boot(1.0)

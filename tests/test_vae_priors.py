@@ -149,3 +149,127 @@ def test_prior_config_and_weights_round_trip(kind, tmp_path):
     clone.set_weights(prior.get_weights())
     noise = np.random.RandomState(7).randn(3, 6).astype(np.float32)
     np.testing.assert_array_equal(clone(noise), prior(noise))
+
+
+# ---- wired into the VAE ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def batch(fashion_test_arrays):
+    """16 real test images in [-1, 1] at 32x32."""
+    from zoo import data
+
+    images, labels = fashion_test_arrays
+    ds = data.make_dataset("fashion_mnist:test", 32, 1, 16, shuffle=False, arrays=(images[:16], labels[:16]))
+    return next(iter(ds)).numpy()
+
+
+def _vae(**overrides):
+    import zoo
+
+    keras.utils.set_random_seed(0)
+    return zoo.VAE.from_preset("vae_tiny", load_weights=False, **overrides)
+
+
+def test_plain_vae_has_no_prior_weights_and_the_old_layout():
+    plain = _vae()
+    assert plain.prior is None and plain.get_config()["prior"] == "normal"
+    assert [m.name for m in plain.metrics] == ["loss", "reconstruction_loss", "kl_loss", "neg_elbo"]
+    assert set(plain.optimizer_targets()) == {"vae_optimizer"}
+    flow = _vae(prior="flow")
+    # The prior adds weights after the first stage's; the first stage's are the plain model's.
+    plain_shapes = [tuple(w.shape) for w in plain.weights]
+    assert [tuple(w.shape) for w in flow.weights][: len(plain_shapes)] == plain_shapes
+    assert len(flow.weights) > len(plain_shapes)
+    assert set(flow.optimizer_targets()) == {"vae_optimizer", "prior_optimizer"}
+    with pytest.raises(ValueError, match="prior must be one of"):
+        _vae(prior="vamp")
+    with pytest.raises(ValueError, match="decoder_blocks"):
+        _vae(decoder_blocks=-1)
+
+
+@pytest.mark.parametrize("kind", ["flow", "two_stage"])
+def test_prior_training_never_touches_the_first_stage(kind, batch):
+    """Encoder and decoder after 3 steps are the plain VAE's; the prior moved; its loss is the hand-computed one."""
+    from zoo import base
+
+    plain, learned = _vae(), _vae(prior=kind)
+    learned.set_weights(plain.get_weights() + learned.get_weights()[len(plain.weights):])
+    # Step 0's prior loss, by hand: the codes train_step samples (stream 0), the prior's own noise (stream 2).
+    x01 = (batch + 1) / 2
+    stats = learned.encoder(x01)
+    z = stats["z_mean"] + base.stateless_normal([16, 8], seed=learned.noise_seed(0, 0)) * tf.exp(
+        0.5 * stats["z_log_var"])
+    expected = float(tf.reduce_mean(learned.prior.loss(z, base.stateless_normal([16, 8],
+                                                                              seed=learned.noise_seed(0, 2)))))
+    prior_before = [w.numpy() for w in learned.prior.weights]
+    for model in (plain, learned):
+        model.compile(jit_compile=False)
+    first = learned.train_on_batch(batch, return_dict=True)
+    assert first["prior_loss"] == pytest.approx(expected, rel=1e-5)
+    for _ in range(2):
+        plain.train_on_batch(batch)
+        learned.train_on_batch(batch)
+    plain.train_on_batch(batch)
+    for a, b in zip(plain.get_weights(), learned.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    moved = max(float(np.abs(a - w.numpy()).max()) for a, w in zip(prior_before, learned.prior.weights))
+    assert moved > 1e-4
+    assert int(learned.prior_optimizer.iterations) == int(learned.vae_optimizer.iterations) == 3
+
+
+def test_generate_decodes_prior_draws_and_decode_decodes_codes(batch):
+    model = _vae(prior="flow")
+    _randomize(model.prior, scale=0.1)
+    noise = model.sample_latents(4, seed=1)
+    np.testing.assert_allclose(model.generate(noise), model.decode(model.prior(noise)), atol=1e-6)
+    assert float(tf.reduce_max(tf.abs(model.generate(noise) - model.decode(noise)))) > 1e-3
+    x01 = (batch[:4] + 1) / 2
+    np.testing.assert_allclose(model.reconstruct(x01), model.decode(model.encoder(x01)["z_mean"]), atol=1e-6)
+    serving = model.serving_model()
+    np.testing.assert_allclose(serving(noise)["images"], model.generate(noise), atol=1e-6)
+
+
+def test_learned_iwae_of_an_identity_flow_is_the_normal_one(batch):
+    """An untrained flow is N(0, I), so both estimators agree; a trained one differs; two-stage has no density."""
+    model = _vae(prior="flow")
+    normal = model.iwae_nll(batch[:4], k=16, seed=2)
+    np.testing.assert_allclose(model.iwae_nll(batch[:4], k=16, seed=2, prior="learned"), normal, rtol=1e-6)
+    _randomize(model.prior, scale=0.1)
+    assert float(tf.reduce_max(tf.abs(model.iwae_nll(batch[:4], k=16, seed=2, prior="learned") - normal))) > 0.01
+    with pytest.raises(ValueError, match="needs a prior with a density"):
+        _vae(prior="two_stage").iwae_nll(batch[:4], k=2, prior="learned")
+    with pytest.raises(ValueError, match="needs a prior with a density"):
+        _vae().iwae_nll(batch[:4], k=2, prior="learned")
+
+
+def test_residual_decoder_blocks_start_as_identity():
+    """With zero-initialized second convolutions the residual decoder equals the plain one on shared weights."""
+    plain, residual = _vae().decoder, _vae(decoder_blocks=2).decoder
+    shared = [layer for layer in residual.layers if layer.weights and not layer.name.startswith("res")]
+    assert len(shared) == len([layer for layer in plain.layers if layer.weights])
+    for mine, theirs in zip(shared, [layer for layer in plain.layers if layer.weights]):
+        mine.set_weights(theirs.get_weights())
+    z = np.random.RandomState(3).randn(4, 8).astype(np.float32)
+    np.testing.assert_allclose(residual(z), plain(z), atol=1e-5)
+    # Resolutions 4, 8 and 16 (not the output 32) x 2 blocks x 2 convolutions x (kernel, bias).
+    assert len(residual.weights) == len(plain.weights) + 3 * 2 * 2 * 2
+
+
+def test_vae_with_prior_config_save_and_explore(batch, tmp_path):
+    import zoo
+    from zoo.vae import explore
+
+    model = _vae(prior="two_stage", decoder_blocks=1)
+    model.compile(jit_compile=False)
+    model.fit(tf.data.Dataset.from_tensor_slices(batch).batch(8), epochs=1, verbose=0)
+    assert zoo.VAE.from_config(model.get_config()).get_config() == model.get_config()
+    model.save(tmp_path / "vae.keras")
+    loaded = keras.saving.load_model(tmp_path / "vae.keras")
+    noise = model.sample_latents(4)
+    np.testing.assert_array_equal(loaded.generate(noise), model.generate(noise))
+    assert int(loaded.prior_optimizer.iterations) == 2
+    # The latent tools work on codes: decode, not generate.
+    z = explore.encode(model.encoder, (batch + 1) / 2)
+    grid = explore.interpolation_grid(model, z[:1], z[1:2], steps=2, method="lerp")
+    np.testing.assert_array_equal(grid[:, :32], explore.image_grid(np.asarray(model.decode(z[:1]))))

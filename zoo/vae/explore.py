@@ -4,8 +4,10 @@
     python -m zoo.vae.explore model.keras --manifold --scatter --out pictures/
 
 Images here are float32 `[N, H, W, C]` in [0, 1] at the model's resolution
-(what the encoder takes and `generate` returns); latents are numpy
-`[N, latent_dim]`. Pictures are PNGs drawn with PIL only.
+(what the encoder takes and `decode` returns); latents are numpy
+`[N, latent_dim]` codes in the encoder's space, decoded with `decode` (not
+`generate`, which first maps prior noise through a learned prior).
+Pictures are PNGs drawn with PIL only.
 """
 
 import argparse
@@ -74,7 +76,7 @@ def attribute_vector(encoder, images_with, images_without):
 
     ```python
     to_coat = attribute_vector(model.encoder, coats, shirts)
-    more_coat = model.generate(encode(model.encoder, shirts) + to_coat)
+    more_coat = model.decode(encode(model.encoder, shirts) + to_coat)
     ```
     """
     return encode(encoder, images_with).mean(axis=0) - encode(encoder, images_without).mean(axis=0)
@@ -117,14 +119,14 @@ def slerp(z0, z1, t):
 
 
 def _decode(model, z):
-    return np.asarray(model.generate(np.asarray(z, np.float32)))
+    return np.asarray(model.decode(np.asarray(z, np.float32)))
 
 
 def interpolation_grid(model, starts, ends, steps=10, method="slerp"):
     """Decoded interpolations, one row per `(start, end)` pair.
 
     Args:
-        model: a VAE (`generate(z)` -> images in [0, 1]).
+        model: a VAE (`decode(z)` -> images in [0, 1]).
         starts: `[R, L]` latents of the left column.
         ends: `[R, L]` latents of the right column.
         steps: images per row, both ends included.

@@ -10,8 +10,20 @@ from zoo.data import to_unit_range
 from zoo.vae.vae_losses import bernoulli_nll, gaussian_kl, gaussian_nll, log_normal
 from zoo.vae.vae_networks import Sampling, build_decoder, build_encoder
 from zoo.vae.vae_presets import VAE_PRESETS
+from zoo.vae.vae_priors import PRIORS, build_prior
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+class _Networks:
+    """Sub-networks an optimizer trains together: their `trainable_variables`, in order."""
+
+    def __init__(self, *networks):
+        self.networks = networks
+
+    @property
+    def trainable_variables(self):
+        return [v for network in self.networks for v in network.trainable_variables]
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -23,6 +35,14 @@ class VAE(base.GenerativeModel):
     `reconstruction + beta * KL(q(z|x) || N(0, I))` per image, in nats.
     Losses are reduced over the global batch and `eps` is drawn per replica,
     so `fit` under any `tf.distribute` strategy matches one device.
+
+    With a learned `prior` (`zoo.vae.vae_priors`), the same step also fits
+    the prior to that step's codes `z ~ q(z|x)` (gradients stopped at `z`,
+    its own `prior_optimizer`), and sampling goes noise -> prior -> decoder:
+    `generate(noise)`, `sample` and `serving_default` draw where the decoder
+    learned, while `decode(z)` decodes codes (reconstruction, attribute
+    vectors, interpolation). The first stage still trains against N(0, I),
+    so `iwae_nll` keeps its meaning.
 
     Image ranges: what `make_dataset` yields, [-1, 1], goes into `fit`,
     `evaluate`, `call` and `iwae_nll`; the networks, `generate`,
@@ -40,6 +60,10 @@ class VAE(base.GenerativeModel):
             on the [0, 1] scale.
         kl_warmup_steps: the KL weight ramps linearly from 0 to `beta` over
             this many steps; 0 disables the warm-up.
+        prior: the sampling prior, one of `PRIORS`: "normal" (N(0, I)),
+            "flow" (a RealNVP flow) or "two_stage" (Dai & Wipf's second VAE).
+        decoder_blocks: residual blocks per decoder resolution (see
+            `build_decoder`).
         seed: base seed of the training noise.
         **kwargs: `keras.Model` arguments such as `name`.
 
@@ -51,6 +75,8 @@ class VAE(base.GenerativeModel):
     model.fit(zoo.data.make_dataset("fashion_mnist", 32, 1, 64), epochs=1)
     model.evaluate(zoo.data.make_dataset("fashion_mnist:test", 32, 1, 100))  # neg_elbo in nats
     images = model.generate(model.sample_latents(16))  # [16, 32, 32, 1] in [0, 1]
+    codes = model.encoder(images)["z_mean"]
+    recon = model.decode(codes)  # decode codes; generate() takes prior noise
     ```
     """
 
@@ -68,6 +94,8 @@ class VAE(base.GenerativeModel):
         likelihood="bernoulli",
         gaussian_sigma=0.1,
         kl_warmup_steps=0,
+        prior="normal",
+        decoder_blocks=0,
         seed=0,
         **kwargs,
     ):
@@ -78,6 +106,10 @@ class VAE(base.GenerativeModel):
             raise ValueError(f"gaussian_sigma must be > 0, got {gaussian_sigma}")
         if beta < 0 or kl_warmup_steps < 0:
             raise ValueError(f"beta and kl_warmup_steps must be >= 0, got {beta}, {kl_warmup_steps}")
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+        if decoder_blocks < 0:
+            raise ValueError(f"decoder_blocks must be >= 0, got {decoder_blocks}")
         self.latent_dim = int(latent_dim)
         self.image_size = int(image_size)
         self.channels = int(channels)
@@ -86,31 +118,44 @@ class VAE(base.GenerativeModel):
         self.likelihood = likelihood
         self.gaussian_sigma = float(gaussian_sigma)
         self.kl_warmup_steps = int(kl_warmup_steps)
+        self.prior_kind = prior
+        self.decoder_blocks = int(decoder_blocks)
         self.encoder = build_encoder(latent_dim, image_size, channels, base_filters)
         self.decoder = build_decoder(
             latent_dim, image_size, channels, base_filters,
-            output="logits" if likelihood == "bernoulli" else "mean",
+            output="logits" if likelihood == "bernoulli" else "mean", residual_blocks=self.decoder_blocks,
         )
+        self.prior = build_prior(prior, self.latent_dim)  # None for "normal"
         # float32 whatever the policy: float16 `z` would blur log q(z|x) in `iwae_nll`.
         self.sampling = Sampling(name="sampling", dtype="float32")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
         self.kl_tracker = keras.metrics.Mean(name="kl_loss")
         self.neg_elbo_tracker = keras.metrics.Mean(name="neg_elbo")
+        # The prior's loss on the step's codes: -log p(z) (flow), the second stage's -ELBO (two-stage).
+        self.prior_tracker = keras.metrics.Mean(name="prior_loss") if self.prior is not None else None
         self.built = True
 
     @property
     def metrics(self):
         # Our own `loss` tracker; compile() gets no loss, so Keras adds none
         # that would shadow it (KERAS_PITFALLS item 8b).
-        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker, self.neg_elbo_tracker]
+        trackers = [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker, self.neg_elbo_tracker]
+        return trackers + ([self.prior_tracker] if self.prior is not None else [])
 
     def optimizer_targets(self):
-        # One optimizer over encoder + decoder: the model's own variables.
-        return {"vae_optimizer": self}
+        # Encoder + decoder share one optimizer; a learned prior has its own
+        # (its loss never reaches the first stage: the codes are constants to it).
+        targets = {"vae_optimizer": _Networks(self.encoder, self.decoder)}
+        if self.prior is not None:
+            targets["prior_optimizer"] = self.prior
+        return targets
 
     def default_optimizers(self):
-        return {"vae_optimizer": keras.optimizers.Adam(1e-3, name="vae_optimizer")}
+        optimizers = {"vae_optimizer": keras.optimizers.Adam(1e-3, name="vae_optimizer")}
+        if self.prior is not None:
+            optimizers["prior_optimizer"] = keras.optimizers.Adam(1e-3, name="prior_optimizer")
+        return optimizers
 
     # ---- inference ------------------------------------------------------------
     def _decoded_mean(self, out):
@@ -127,11 +172,16 @@ class VAE(base.GenerativeModel):
         return self._decoded_mean(self.decoder(stats["z_mean"], training=training)) * 2.0 - 1.0
 
     def generate(self, z):
+        """Prior noise `z` `[N, L]` (N(0, I)) -> images in [0, 1]: the decoded prior draws."""
+        return self.decode(z if self.prior is None else self.prior(z))
+
+    def decode(self, z):
+        """Codes `z` `[N, L]` (the encoder's space) -> decoded mean images in [0, 1], float32."""
         return self._decoded_mean(self.decoder(z, training=False))
 
     def reconstruct(self, images):
         """Images in [0, 1] -> decoded posterior means in [0, 1], float32."""
-        return self.generate(self.encoder(images, training=False)["z_mean"])
+        return self.decode(self.encoder(images, training=False)["z_mean"])
 
     # ---- losses -----------------------------------------------------------------
     def _reconstruction_nll(self, targets, out):
@@ -140,13 +190,14 @@ class VAE(base.GenerativeModel):
         return gaussian_nll(targets, out, self.gaussian_sigma)
 
     def _loss_terms(self, images01, eps, training):
-        """Per-example reconstruction NLL and KL `([N], [N])` for noise `eps` `[N, L]`."""
+        """Per-example reconstruction NLL and KL `([N], [N])` and the codes `z` `[N, L]` for noise `eps`."""
         stats = self.encoder(images01, training=training)
         z = self.sampling([stats["z_mean"], stats["z_log_var"], eps])
         out = self.decoder(z, training=training)
         return (
             self._reconstruction_nll(images01, out),
             gaussian_kl(stats["z_mean"], stats["z_log_var"]),
+            z,
         )
 
     def kl_weight(self, step):
@@ -168,13 +219,22 @@ class VAE(base.GenerativeModel):
     def train_step(self, data):
         images = to_unit_range(data[0] if isinstance(data, (tuple, list)) else data)
         batch = base.batch_size_of(images)
-        step = self.vae_optimizer.iterations
+        # Read once: `iterations` changes when the first stage's update is applied below.
+        step = tf.convert_to_tensor(self.vae_optimizer.iterations)
         eps = base.replica_normal(batch, self.latent_shape, self.noise_seed(step, 0))
         weight = self.kl_weight(step)
         with tf.GradientTape() as tape:
-            recon, kl = self._loss_terms(images, eps, training=True)
+            recon, kl, z = self._loss_terms(images, eps, training=True)
             loss = base.global_mean(recon + weight * kl)
-        self.apply_loss(self.vae_optimizer, tape, loss, self)
+        self.apply_loss(self.vae_optimizer, tape, loss, self.optimizer_targets()["vae_optimizer"])
+        if self.prior is not None:
+            # Codes of the weights before this step's update: the prior follows q(z|x) one step behind.
+            prior_eps = base.replica_normal(batch, self.latent_shape, self.noise_seed(step, 2))
+            with tf.GradientTape() as tape:
+                prior_loss = self.prior.loss(tf.stop_gradient(z), prior_eps)
+                loss = base.global_mean(prior_loss)
+            self.apply_loss(self.prior_optimizer, tape, loss, self.prior)
+            self.prior_tracker.update_state(prior_loss)
         return self._update_trackers(recon, kl, weight)
 
     def test_step(self, data):
@@ -184,10 +244,13 @@ class VAE(base.GenerativeModel):
         step = self.vae_optimizer.iterations
         # A stream training never uses: evaluation is repeatable for given weights.
         eps = base.replica_normal(batch, self.latent_shape, self.noise_seed(step, 1))
-        recon, kl = self._loss_terms(images, eps, training=False)
+        recon, kl, z = self._loss_terms(images, eps, training=False)
+        if self.prior is not None:
+            prior_eps = base.replica_normal(batch, self.latent_shape, self.noise_seed(step, 3))
+            self.prior_tracker.update_state(self.prior.loss(z, prior_eps))
         return self._update_trackers(recon, kl, self.kl_weight(step))
 
-    def iwae_nll(self, images, k=64, seed=0):
+    def iwae_nll(self, images, k=64, seed=0, prior="normal"):
         """Importance-weighted estimate of `-log p(x)` (Burda et al. 2016), nats per image.
 
         `-log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x)` with `z_i ~ q(z|x)`. It
@@ -198,6 +261,9 @@ class VAE(base.GenerativeModel):
             images: `[N, H, W, C]` in [-1, 1], as `make_dataset` yields.
             k: importance samples per image.
             seed: integer seed of the samples.
+            prior: "normal" scores `p(z)` with N(0, I), the prior the first
+                stage trains against; "learned" with the model's flow prior
+                (exact density; a two-stage prior has none).
 
         Returns:
             `[N]` float32.
@@ -209,19 +275,24 @@ class VAE(base.GenerativeModel):
         nll = tf.reduce_mean(model.iwae_nll(images, k=1000))
         ```
         """
+        if prior not in ("normal", "learned"):
+            raise ValueError(f"prior must be 'normal' or 'learned', got {prior!r}")
+        if prior == "learned" and not hasattr(self.prior, "log_prob"):
+            raise ValueError(f"prior='learned' needs a prior with a density (flow); this VAE's is {self.prior_kind!r}")
+        log_prior = self.prior.log_prob if prior == "learned" else log_normal
         images = to_unit_range(images)
         batch = int(images.shape[0])
         stats = self.encoder(images, training=False)
         eps = base.stateless_normal([batch, k, self.latent_dim], seed=[seed, 0])
         per_pass = max(1, self.IWAE_IMAGES_PER_PASS // batch)
         log_w = [
-            self._log_weights(images, stats["z_mean"], stats["z_log_var"], eps[:, i : i + per_pass])
+            self._log_weights(images, stats["z_mean"], stats["z_log_var"], eps[:, i : i + per_pass], log_prior)
             for i in range(0, k, per_pass)
         ]
         log_w = tf.concat(log_w, axis=1)  # [N, k]
         return -(tf.reduce_logsumexp(log_w, axis=1) - math.log(k))
 
-    def _log_weights(self, images01, z_mean, z_log_var, eps):
+    def _log_weights(self, images01, z_mean, z_log_var, eps, log_prior):
         """`log p(x|z) + log p(z) - log q(z|x)` `[N, n]` for noise `eps` `[N, n, L]`."""
         n = eps.shape[1]
         z_mean, z_log_var = z_mean[:, None], z_log_var[:, None]  # [N, 1, L]
@@ -229,19 +300,22 @@ class VAE(base.GenerativeModel):
         out = self.decoder(tf.reshape(z, [-1, self.latent_dim]), training=False)  # [N * n, H, W, C]
         targets = tf.repeat(images01, n, axis=0)  # [N * n, H, W, C], image-major like `out`
         log_px = -tf.reshape(self._reconstruction_nll(targets, out), [-1, n])  # [N, n]
-        return log_px + log_normal(z) - log_normal(z, z_mean, z_log_var)
+        log_pz = tf.reshape(log_prior(tf.reshape(z, [-1, self.latent_dim])), [-1, n])  # [N, n]
+        return log_px + log_pz - log_normal(z, z_mean, z_log_var)
 
     # ---- export -------------------------------------------------------------
     def tflite_signatures(self):
-        return ("serving_default", "encode")
+        # `serving_default` samples (noise -> prior -> decoder); `encode` and `decode` are the codes' round trip.
+        return ("serving_default", "decode", "encode")
 
     def export_networks(self):
-        return [self.encoder, self.decoder]
+        return [self.encoder, self.decoder] + ([self.prior] if self.prior is not None else [])
 
     def serving_model(self):
-        """`z` -> `{"images"}` in [0, 1]: the decoder and `_decoded_mean` as Keras ops."""
+        """Noise `z` -> `{"images"}` in [0, 1]: prior, decoder and `_decoded_mean` as Keras ops."""
         z = keras.Input(self.latent_shape, name="z")
-        out = keras.ops.cast(self.decoder(z), "float32")  # Bernoulli logits or Gaussian mean
+        codes = z if self.prior is None else self.prior(z)
+        out = keras.ops.cast(self.decoder(codes), "float32")  # Bernoulli logits or Gaussian mean
         images = keras.ops.sigmoid(out) if self.likelihood == "bernoulli" else out
         return keras.Model(z, {"images": images}, name=f"{self.name}_serving")
 
@@ -250,8 +324,11 @@ class VAE(base.GenerativeModel):
         images_spec = tf.TensorSpec([None, *self.image_shape], tf.float32, name="images")
         z_spec = tf.TensorSpec([None, latent], tf.float32, name="z")
 
-        def decode(z):
+        def generate(z):
             return {"images": self.generate(base.finite_latents(z))}
+
+        def decode(z):
+            return {"images": self.decode(base.finite_latents(z))}
 
         def encode(images):
             stats = self.encoder(images, training=False)
@@ -261,7 +338,7 @@ class VAE(base.GenerativeModel):
             return {"images": self.reconstruct(images)}
 
         return {
-            "serving_default": (decode, [z_spec]),
+            "serving_default": (generate, [z_spec]),
             "decode": (decode, [z_spec]),
             "encode": (encode, [images_spec]),
             "reconstruct": (reconstruct, [images_spec]),
@@ -279,4 +356,6 @@ class VAE(base.GenerativeModel):
             "likelihood": self.likelihood,
             "gaussian_sigma": self.gaussian_sigma,
             "kl_warmup_steps": self.kl_warmup_steps,
+            "prior": self.prior_kind,
+            "decoder_blocks": self.decoder_blocks,
         }

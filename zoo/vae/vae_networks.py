@@ -53,7 +53,16 @@ def build_encoder(latent_dim, image_size, channels, base_filters, name="encoder"
     return keras.Model(images, {"z_mean": z_mean, "z_log_var": z_log_var}, name=name)
 
 
-def build_decoder(latent_dim, image_size, channels, base_filters, output="logits", name="decoder"):
+def _residual_block(x, filters, name):
+    """`x + conv3x3(relu(conv3x3(x)))`, ReLU after; the second convolution starts at zero (identity block)."""
+    h = precision.Conv2D(filters, 3, padding="same", name=f"{name}_conv0")(x)
+    h = layers.ReLU()(h)
+    h = precision.Conv2D(filters, 3, padding="same", kernel_initializer="zeros", name=f"{name}_conv1")(h)
+    return layers.ReLU()(layers.Add(name=f"{name}_add")([x, h]))
+
+
+def build_decoder(latent_dim, image_size, channels, base_filters, output="logits", residual_blocks=0,
+                  name="decoder"):
     """z `[N, latent_dim]` -> `[N, H, W, C]` Bernoulli logits or Gaussian mean in [0, 1].
 
     Args:
@@ -64,6 +73,9 @@ def build_decoder(latent_dim, image_size, channels, base_filters, output="logits
             resolution has twice as many.
         output: "logits" (Bernoulli likelihood, unbounded) or "mean"
             (Gaussian likelihood, sigmoid so the mean stays in [0, 1]).
+        residual_blocks: residual blocks of two 3x3 convolutions after the
+            4x4 input and after each hidden upsampling; 0 gives the plain
+            DC-GAN-like decoder (the shipped presets' weights).
         name: model name.
 
     Returns:
@@ -77,9 +89,14 @@ def build_decoder(latent_dim, image_size, channels, base_filters, output="logits
     z = keras.Input((latent_dim,), name="z")
     x = precision.Dense(4 * 4 * top)(z)
     x = layers.ReLU()(layers.Reshape((4, 4, top))(x))  # [N, 4, 4, top]
+    for block in range(residual_blocks):
+        x = _residual_block(x, top, f"res4_{block}")
     for level in range(levels - 1):
-        x = precision.Conv2DTranspose(top // 2 ** (level + 1), 4, strides=2, padding="same")(x)
+        filters = top // 2 ** (level + 1)
+        x = precision.Conv2DTranspose(filters, 4, strides=2, padding="same")(x)
         x = layers.ReLU()(x)
+        for block in range(residual_blocks):
+            x = _residual_block(x, filters, f"res{8 * 2**level}_{block}")
     x = precision.Conv2DTranspose(channels, 4, strides=2, padding="same")(x)  # [N, H, W, C]
     activation = "linear" if output == "logits" else "sigmoid"
     out = layers.Activation(activation, dtype="float32", name=output)(x)
