@@ -4,7 +4,7 @@
         [--long plain flow_res1] [--slice-seconds 60] [--json docs/vae_priors.json] \\
         [--grids docs/images/vae_priors]
 
-Every variant is `vae_fashion_mnist` with some constructor arguments changed
+Every variant is `--preset` (`vae_fashion_mnist`) with some constructor arguments changed
 (`VARIANTS`), trained as `train.py` trains it (`TrainConfig`'s batch, the
 family's XLA default, `model.fit` on the Fashion-MNIST train split). The
 variants train in turns of `--slice-seconds` in one process, so load from
@@ -22,15 +22,18 @@ that is still training is evaluated (outside its clock):
   the flow, the model's likelihood as it samples;
 * a grid of 64 prior samples from the same latents for every variant.
 
-Only the variants in `--long` train past the first milestone. Progress goes to
-stderr, the Markdown table to stdout, every measurement to `--json` as it is
-taken.
+Only the variants in `--long` train past the first milestone; `--save-presets
+DIR` writes each of them as a preset directory (`DIR/<variant>`, metadata with
+this command and its training minutes) when the last milestone is measured.
+Progress goes to stderr, the Markdown table to stdout, every measurement to
+`--json` as it is taken.
 """
 
 import argparse
 import json
 import pathlib
 import platform
+import shlex
 import sys
 import time
 
@@ -40,11 +43,10 @@ import tensorflow as tf
 
 import zoo
 from zoo import callbacks as zoo_callbacks
-from zoo import data
+from zoo import data, presets
 from zoo.metrics import compare, evaluate, get_extractor, real_statistics, statistics_of
 from zoo.training import TrainConfig
 
-PRESET = "vae_fashion_mnist"
 VARIANTS = {
     "plain": {},
     "flow": {"prior": "flow"},
@@ -57,6 +59,7 @@ SLICE_STEP_CAP = 1_000_000  # steps_per_epoch of a slice: the time budget ends i
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--preset", default="vae_fashion_mnist", help="the VAE preset every variant starts from")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=["plain", "flow", "two_stage", "flow_res1"])
     p.add_argument("--minutes", type=float, nargs="+", default=[5.0, 20.0], help="training minutes evaluated")
     p.add_argument("--long", nargs="*", choices=VARIANTS, default=["plain", "flow_res1"],
@@ -67,6 +70,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=pathlib.Path, help="write the measurements here as they are taken")
     p.add_argument("--grids", type=pathlib.Path, help="write each variant's sample grid here")
+    p.add_argument("--save-presets", type=pathlib.Path, metavar="DIR",
+                   help="write the --long variants as preset directories at the end")
     args = p.parse_args(argv)
     if sorted(args.minutes) != args.minutes or args.minutes[0] <= 0:
         p.error(f"--minutes must be positive and increasing, got {args.minutes}")
@@ -84,12 +89,15 @@ def progress(message):
 class Variant:
     """One model, its dataset and its own training clock."""
 
-    def __init__(self, name, arrays, seed):
+    def __init__(self, name, preset, arrays, seed):
         self.name = name
-        config = TrainConfig(model="vae", preset=PRESET, seed=seed).resolved()
+        config = TrainConfig(model="vae", preset=preset, seed=seed).resolved()
         self.batch_size = config.batch_size
+        self.data = config.data
         keras.utils.set_random_seed(seed)  # initial weights, as `training.run` seeds them
-        self.model = zoo.get_model("vae", PRESET, seed=seed, **VARIANTS[name])
+        self.model = zoo.get_model("vae", preset, seed=seed, **VARIANTS[name])
+        if self.model.image_shape != (32, 32, 1):
+            raise SystemExit(f"error: {preset} makes {self.model.image_shape} images; this benchmark is Fashion-MNIST's 32x32x1")
         self.model.compile(jit_compile=zoo.VAE.xla_by_default)
         self.dataset = data.make_dataset("fashion_mnist", 32, 1, self.batch_size, repeat=True, seed=seed,
                                          arrays=arrays)
@@ -164,10 +172,10 @@ def main(argv=None):
     arrays = data.load_arrays("fashion_mnist")
     test_images, _ = data.load_arrays("fashion_mnist:test")
     extractor = get_extractor("fashion_classifier")
-    variants = [Variant(name, arrays, args.seed) for name in args.variants]
+    variants = [Variant(name, args.preset, arrays, args.seed) for name in args.variants]
     rows = []
     output = {"machine": {"cpu": platform.processor() or platform.machine(), "system": platform.platform()},
-              "preset": PRESET, "variants": {v.name: VARIANTS[v.name] for v in variants}, "rows": rows}
+              "preset": args.preset, "variants": {v.name: VARIANTS[v.name] for v in variants}, "rows": rows}
     for i, milestone in enumerate(args.minutes):
         active = [v for v in variants if i == 0 or v.name in args.long]
         while any(v.seconds < milestone * 60 for v in active):
@@ -184,6 +192,15 @@ def main(argv=None):
                 save_grid(v.model, args.grids / f"{v.name}-{milestone:g}min.png")
             if args.json:
                 args.json.write_text(json.dumps(output, indent=2) + "\n")
+    if args.save_presets:
+        command = shlex.join(["python", "benchmarks/vae_priors.py", *(sys.argv[1:] if argv is None else argv)])
+        for v in variants:
+            if v.name in args.long:
+                v.model.save_to_preset(args.save_presets / v.name, metadata={
+                    "preset": args.preset, "data": v.data, "images_seen": v.model.train_steps * v.batch_size,
+                    "training": {"command": command, "minutes": round(v.seconds / 60.0, 2), "resumed": False,
+                                 "machine": presets.machine(), "variant": v.name, "overrides": VARIANTS[v.name]},
+                })
     print(format_table(rows))
     return output
 

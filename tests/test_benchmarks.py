@@ -251,3 +251,62 @@ def test_distribute_matrix_golden_criterion():
     assert result["ok"] and result["weight_change"] == 1.0 and result["max_weight_diff"] == pytest.approx(2e-2, rel=1e-5)
     worse = [one[0] + np.float32([5e-2, 0, 0, 0]), one[1], one[2]]  # 2.9 % of the update
     assert not golden(worse, one, init, "mixed_float16")["ok"] and golden(worse, one, init, "mixed_bfloat16")["ok"]
+
+
+@pytest.mark.slow  # ~2 min: 2 tiny VAEs, 2 XLA compilations, 4 evaluations
+def test_vae_priors_smoke(tmp_path, capsys):
+    vae_priors = load_script(BENCHMARKS / "vae_priors.py")
+    out = tmp_path / "vae_priors.json"
+    returned = vae_priors.main([
+        "--preset", "vae_tiny", "--variants", "plain", "flow", "--long", "flow", "--minutes", "0.02", "0.04",
+        "--slice-seconds", "1", "--num", "200", "--nll-images", "100", "--json", str(out),
+        "--grids", str(tmp_path / "grids"), "--save-presets", str(tmp_path / "presets"),
+    ])
+    results = json.loads(out.read_text())
+    assert results == json.loads(json.dumps(returned))
+    assert [(r["variant"], r["milestone"]) for r in results["rows"]] == [("plain", 0.02), ("flow", 0.02), ("flow", 0.04)]
+    for row in results["rows"]:
+        assert row["minutes"] >= row["milestone"] and row["steps"] > 0
+        assert set(row["likelihood"]) >= {"neg_elbo", "iwae_k100", "iwae_k1000"}
+        # IWAE bounds tighten with k (same images; k=1000 averages more samples than k=100).
+        assert row["likelihood"]["iwae_k1000"] <= row["likelihood"]["neg_elbo"] + 1.0
+    assert "iwae_k100_flow_prior" in results["rows"][-1]["likelihood"]
+    assert "| flow | " in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "grids").iterdir()) == [
+        "flow-0.02min.png", "flow-0.04min.png", "plain-0.02min.png"]
+    import zoo
+
+    saved = zoo.from_preset(str(tmp_path / "presets" / "flow"))
+    assert saved.prior_kind == "flow" and saved.get_config()["latent_dim"] == 8
+
+
+@pytest.mark.slow  # ~1 min: 3 child processes
+def test_data_loaders_smoke(tmp_path, capsys):
+    loaders = load_script(BENCHMARKS / "data_loaders.py")
+    args = ["--workdir", str(tmp_path), "--sizes", "40", "--rounds", "1", "--preset", "dcgan_tiny",
+            "--batch-size", "8", "--batches", "2", "--train-steps", "1", "--shards", "2",
+            "--json", str(tmp_path / "loaders.json")]
+    results = loaders.main(args)
+    measured = results["sizes"][40]["loaders"]
+    assert set(measured) == set(loaders.LOADERS)
+    for (rounds,) in measured.values():
+        assert rounds["first_batch_s"] > 0 and rounds["train_img_s"] > 0
+        assert rounds["peak_rss_mib"] >= rounds["peak_rss_mib_after_pipeline"] > 100
+    assert "| 40 | folder |" in capsys.readouterr().out
+    # A rerun resumes from rounds.jsonl: nothing is measured again.
+    lines = (tmp_path / "rounds.jsonl").read_text().splitlines()
+    again = loaders.main(args)
+    assert (tmp_path / "rounds.jsonl").read_text().splitlines() == lines
+    assert again["sizes"][40]["loaders"] == measured
+
+
+def test_fashion_folder_writes_mixed_files(tmp_path):
+    fashion_folder = load_script(BENCHMARKS / "fashion_folder.py")
+    assert fashion_folder.write_folder(tmp_path, 6) == 6
+    from PIL import Image
+
+    files = sorted(tmp_path.rglob("*.*"))
+    assert [f.suffix for f in files].count(".png") == 3 and [f.suffix for f in files].count(".jpg") == 3
+    sizes = {Image.open(f).size for f in files}
+    assert all(w == h and 180 <= w <= 300 for w, h in sizes) and len(sizes) > 1
+    assert {f.parent.name for f in files} <= set(fashion_folder.CLASSES)

@@ -126,6 +126,7 @@ class VAE(base.GenerativeModel):
             output="logits" if likelihood == "bernoulli" else "mean", residual_blocks=self.decoder_blocks,
         )
         self.prior = build_prior(prior, self.latent_dim)  # None for "normal"
+        self._first_stage = _Networks(self.encoder, self.decoder)
         # float32 whatever the policy: float16 `z` would blur log q(z|x) in `iwae_nll`.
         self.sampling = Sampling(name="sampling", dtype="float32")
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -146,7 +147,7 @@ class VAE(base.GenerativeModel):
     def optimizer_targets(self):
         # Encoder + decoder share one optimizer; a learned prior has its own
         # (its loss never reaches the first stage: the codes are constants to it).
-        targets = {"vae_optimizer": _Networks(self.encoder, self.decoder)}
+        targets = {"vae_optimizer": self._first_stage}
         if self.prior is not None:
             targets["prior_optimizer"] = self.prior
         return targets
@@ -226,7 +227,7 @@ class VAE(base.GenerativeModel):
         with tf.GradientTape() as tape:
             recon, kl, z = self._loss_terms(images, eps, training=True)
             loss = base.global_mean(recon + weight * kl)
-        self.apply_loss(self.vae_optimizer, tape, loss, self.optimizer_targets()["vae_optimizer"])
+        self.apply_loss(self.vae_optimizer, tape, loss, self._first_stage)
         if self.prior is not None:
             # Codes of the weights before this step's update: the prior follows q(z|x) one step behind.
             prior_eps = base.replica_normal(batch, self.latent_shape, self.noise_seed(step, 2))
