@@ -4,6 +4,7 @@ import importlib.util
 import json
 import math
 import pathlib
+import sys
 
 import pytest
 
@@ -27,6 +28,7 @@ def load_script(path=SCRIPT):
     # benchmarks/ is a folder of scripts, not a package: load the file itself.
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # worker processes unpickle its functions by module name
     spec.loader.exec_module(module)
     return module
 

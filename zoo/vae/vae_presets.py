@@ -2,8 +2,9 @@
 
 VAE_PRESETS = {
     "vae_fashion_mnist": {
-        "description": "32x32 grayscale (Fashion-MNIST padded), 32-d z, Bernoulli likelihood; the default.",
-        "config": {"latent_dim": 32, "image_size": 32, "channels": 1, "base_filters": 32},
+        "description": "32x32 grayscale (Fashion-MNIST padded), 32-d z, Bernoulli likelihood, RealNVP flow prior; "
+                       "the default.",
+        "config": {"latent_dim": 32, "image_size": 32, "channels": 1, "base_filters": 32, "prior": "flow"},
     },
     "vae_fashion_mnist_2d": {
         "description": "32x32 grayscale with a 2-d z, for manifold and latent scatter plots.",
