@@ -10,7 +10,7 @@ from zoo.data import to_unit_range
 from zoo.vae.vae_losses import bernoulli_nll, gaussian_kl, gaussian_nll, log_normal
 from zoo.vae.vae_networks import Sampling, build_decoder, build_encoder
 from zoo.vae.vae_presets import VAE_PRESETS
-from zoo.vae.vae_priors import PRIORS, build_prior
+from zoo.vae.vae_priors import build_prior
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -60,7 +60,7 @@ class VAE(base.GenerativeModel):
             on the [0, 1] scale.
         kl_warmup_steps: the KL weight ramps linearly from 0 to `beta` over
             this many steps; 0 disables the warm-up.
-        prior: the sampling prior, one of `PRIORS`: "normal" (N(0, I)),
+        prior: the sampling prior, one of `vae_priors.PRIORS`: "normal" (N(0, I)),
             "flow" (a RealNVP flow) or "two_stage" (Dai & Wipf's second VAE).
         decoder_blocks: residual blocks per decoder resolution (see
             `build_decoder`).
@@ -106,8 +106,6 @@ class VAE(base.GenerativeModel):
             raise ValueError(f"gaussian_sigma must be > 0, got {gaussian_sigma}")
         if beta < 0 or kl_warmup_steps < 0:
             raise ValueError(f"beta and kl_warmup_steps must be >= 0, got {beta}, {kl_warmup_steps}")
-        if prior not in PRIORS:
-            raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
         if decoder_blocks < 0:
             raise ValueError(f"decoder_blocks must be >= 0, got {decoder_blocks}")
         self.latent_dim = int(latent_dim)
