@@ -128,7 +128,7 @@ def measure_loader(loader, spec, preset, batch_size, batches, train_steps):
         def on_train_end(self, logs=None):
             self.seconds = time.perf_counter() - self.start
 
-    model.compile(jit_compile=type(model).xla_by_default)
+    model.compile(jit_compile=type(model).xla_by_default())
     timer = StepTimer()
     # Keras takes a dataset, not an iterator: `fit` starts the pipeline again (warm-up covers it).
     model.fit(dataset, steps_per_epoch=train_steps + 2, epochs=1, verbose=0, callbacks=[timer])

@@ -89,7 +89,7 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    from zoo import data, presets, training
+    from zoo import data, device, presets, training
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     train_npz = args.workdir / f"class{args.class_index}_train.npz"
@@ -124,6 +124,7 @@ def main(argv=None):
         "train_images": int(len(class_arrays("train", args.class_index)[0])),
         "target_fd": target, "options": {k: str(v) for k, v in vars(args).items()},
         "environment": {"tensorflow": tf.__version__, "keras": keras.__version__, "cpus": os.cpu_count(),
+                        "machine": device.machine(),
                         "loadavg_end": list(os.getloadavg())},
         "results": results,
     }

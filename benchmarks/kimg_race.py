@@ -5,7 +5,7 @@
         [--max-minutes 90] [--max-wall-minutes 120] [--num-samples 5000] [--metrics fd,kid] \\
         --state runs/race [--resume] [--json docs/x.json] [--plot docs/images/x.png]
 
-Each contender (`FAMILY:PRESET[:BATCH]`, batch 128 by default as `train.py`)
+Each contender (`FAMILY:PRESET[:BATCH]`, by default the preset's batch as `train.py`)
 is built and compiled as `train.py` builds it (`zoo.training.build_model`,
 seed 0) and trained with `model.fit` on Fashion-MNIST's train split. One round
 trains every contender, in turn, up to the next multiple of `--eval-kimg`
@@ -53,6 +53,7 @@ import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
 from zoo import data as zoo_data  # noqa: E402
+from zoo import device  # noqa: E402
 from zoo import training  # noqa: E402
 
 TRAIN_DATA = "fashion_mnist:train"
@@ -96,7 +97,7 @@ def parse_contender(text, parser):
     if preset not in zoo.FAMILIES[family].presets:
         parser.error(f"--contender {text!r}: {preset!r} is not a {family} preset")
     try:
-        batch = int(parts[2]) if len(parts) == 3 else training.TrainConfig().batch_size
+        batch = int(parts[2]) if len(parts) == 3 else training.TrainConfig(model=family, preset=preset).resolved().batch_size
     except ValueError:
         batch = 0
     if batch < 1:
@@ -331,7 +332,7 @@ def main(argv=None):
     results = {
         "config": config,
         "environment": {"tensorflow": tf.__version__, "keras": keras.__version__,
-                        "python": platform.python_version(), "cpus": os.cpu_count(),
+                        "python": platform.python_version(), "cpus": os.cpu_count(), "machine": device.machine(),
                         "loadavg_start": list(load_start), "loadavg_end": list(os.getloadavg())},
         "rounds": rounds,
         "wall_minutes": (wall_before + time.perf_counter() - wall_start) / 60,

@@ -66,6 +66,7 @@ import tensorflow as tf  # noqa: E402
 import zoo  # noqa: E402
 from export import Quantize, convert, export_saved_model  # noqa: E402
 from zoo import data as zoo_data  # noqa: E402
+from zoo import device  # noqa: E402
 
 DATA_SPEC = "fashion_mnist:test"
 FIT_BATCH = 64
@@ -326,7 +327,7 @@ def measure(args):
         "environment": {
             "tensorflow": tf.__version__, "keras": keras.__version__,
             "ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown"),
-            "python": platform.python_version(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "cpus": os.cpu_count(), "machine": device.machine(),
             "loadavg_start": list(load_start), "loadavg_end": list(os.getloadavg()),
         },
         "fd_change": fd_note(args.fd_num),

@@ -52,6 +52,7 @@ import tensorflow as tf  # noqa: E402
 
 import zoo  # noqa: E402
 from zoo import data as zoo_data  # noqa: E402
+from zoo import device  # noqa: E402
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -285,7 +286,7 @@ def main(argv=None):
         "precision": args.precision, "jit": args.jit, "repeats": args.repeats, "calls": args.calls,
         "models": summaries, "cost_ratios": ratios,
         "environment": {"tensorflow": tf.__version__, "keras": keras.__version__,
-                        "python": platform.python_version(), "cpus": os.cpu_count(),
+                        "python": platform.python_version(), "cpus": os.cpu_count(), "machine": device.machine(),
                         "loadavg_start": list(load_start), "loadavg_end": list(os.getloadavg())},
     }
     print(format_tables(results))

@@ -84,6 +84,7 @@ import zoo  # noqa: E402
 from reference_dcgan import Reference  # noqa: E402
 from export import export_model  # noqa: E402
 from zoo import data as zoo_data  # noqa: E402
+from zoo import device  # noqa: E402
 
 DATA_SPEC = "fashion_mnist"
 LATENCY_THREADS = (1, 2)
@@ -116,10 +117,10 @@ def variant_labels(families):
 
 
 def family_jits(family):
-    """XLA settings timed for a family: a family that trains without XLA by
-    default (StyleGAN2: XLA compiles its step for over 20 minutes on CPU) is
-    timed without it only."""
-    return JITS if zoo.FAMILIES[family].xla_by_default else [j for j in JITS if not j[1]]
+    """XLA settings timed for a family: both, so each device kind's default can be
+    checked, except for a family that trains without XLA everywhere (StyleGAN2:
+    XLA compiles its step for over 20 minutes on CPU), timed without it only."""
+    return JITS if any(zoo.FAMILIES[family].xla_by_device.values()) else [j for j in JITS if not j[1]]
 
 
 def parse_args(argv=None):
@@ -407,7 +408,7 @@ def measure(args):
         },
         "environment": {
             "tensorflow": tf.__version__, "keras": keras.__version__,
-            "python": platform.python_version(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "cpus": os.cpu_count(), "machine": device.machine(),
             "loadavg_start": list(load_start), "loadavg_end": list(os.getloadavg()),
         },
         "throughput": throughput,

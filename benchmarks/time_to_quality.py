@@ -67,6 +67,7 @@ import zoo  # noqa: E402
 import reference_dcgan  # noqa: E402
 from zoo import callbacks as zoo_callbacks  # noqa: E402
 from zoo import data as zoo_data  # noqa: E402
+from zoo import device  # noqa: E402
 from zoo import training  # noqa: E402
 
 REFERENCE = "reference"
@@ -363,7 +364,7 @@ def main(argv=None):
         "config": config,
         "environment": {
             "tensorflow": tf.__version__, "keras": keras.__version__,
-            "python": platform.python_version(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "cpus": os.cpu_count(), "machine": device.machine(),
             "loadavg_start": list(load_start), "loadavg_end": list(os.getloadavg()),
         },
         "complete": complete,

@@ -43,7 +43,7 @@ import tensorflow as tf
 
 import zoo
 from zoo import callbacks as zoo_callbacks
-from zoo import data, presets
+from zoo import data, device
 from zoo.metrics import compare, evaluate, get_extractor, real_statistics, statistics_of
 from zoo.training import TrainConfig
 
@@ -99,7 +99,7 @@ class Variant:
         self.model = zoo.get_model("vae", preset, seed=seed, **VARIANTS[name])
         if self.model.image_shape != (32, 32, 1):
             raise SystemExit(f"error: {preset} makes {self.model.image_shape} images; this benchmark is Fashion-MNIST's 32x32x1")
-        self.model.compile(jit_compile=zoo.VAE.xla_by_default)
+        self.model.compile(jit_compile=zoo.VAE.xla_by_default())
         self.dataset = data.make_dataset("fashion_mnist", 32, 1, self.batch_size, repeat=True, seed=seed,
                                          arrays=arrays)
         self.seconds = 0.0
@@ -177,7 +177,7 @@ def main(argv=None):
     extractor = get_extractor("fashion_classifier")
     variants = [Variant(name, args.preset, arrays, args.seed) for name in args.variants]
     rows = []
-    output = {"machine": presets.machine(),
+    output = {"machine": device.machine(),
               "preset": args.preset, "variants": {v.name: VARIANTS[v.name] for v in variants}, "rows": rows}
     for i, milestone in enumerate(args.minutes):
         active = [v for v in variants if i == 0 or v.name in args.long]
@@ -202,7 +202,7 @@ def main(argv=None):
                 v.model.save_to_preset(args.save_presets / v.name, metadata={
                     "preset": args.preset, "data": v.data, "images_seen": v.model.train_steps * v.batch_size,
                     "training": {"command": command, "minutes": round(v.seconds / 60.0, 2), "resumed": False,
-                                 "machine": presets.machine(), "variant": v.name, "overrides": VARIANTS[v.name]},
+                                 "machine": device.machine(), "variant": v.name, "overrides": VARIANTS[v.name]},
                 })
     print(format_table(rows))
     return output

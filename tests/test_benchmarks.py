@@ -312,3 +312,33 @@ def test_fashion_folder_writes_mixed_files(tmp_path):
     sizes = {Image.open(f).size for f in files}
     assert all(w == h and 180 <= w <= 300 for w, h in sizes) and len(sizes) > 1
     assert {f.parent.name for f in files} <= set(fashion_folder.CLASSES)
+
+
+def test_ema_vs_raw_scores_both_generators_on_the_same_latents(tmp_path, capsys):
+    import keras
+
+    import zoo
+
+    ema_vs_raw = load_script(BENCHMARKS / "ema_vs_raw.py")
+    keras.utils.set_random_seed(0)
+    model = zoo.get_model("stylegan2", "stylegan2_tiny")
+    fresh = tmp_path / "fresh.keras"
+    model.save(fresh)
+    # A fresh model's EMA is a copy of its generator: identical scores.
+    same = ema_vs_raw.main([str(fresh), "--num", "64", "--metrics", "fd", "--json", str(tmp_path / "same.json")])
+    assert same["results"]["ema"] == same["results"]["raw"]
+    assert json.loads((tmp_path / "same.json").read_text()) == json.loads(json.dumps(same))
+    # Moving the raw generator's output layer apart makes the two score differently.
+    last = model.generator.weights[-1]
+    last.assign(last + 0.5)
+    moved = tmp_path / "moved.keras"
+    model.save(moved)
+    out = ema_vs_raw.main([str(moved), "--num", "64", "--metrics", "fd"])
+    assert out["results"]["ema"] == same["results"]["ema"]
+    assert out["results"]["raw"]["fd"] != same["results"]["raw"]["fd"]
+    assert "ema: fd" in capsys.readouterr().out
+    dcgan = tmp_path / "dcgan.keras"
+    zoo.get_model("dcgan", "dcgan_tiny").save(dcgan)
+    with pytest.raises(SystemExit):
+        ema_vs_raw.main([str(dcgan)])
+    assert "is a DCGAN, not a StyleGAN2" in capsys.readouterr().err

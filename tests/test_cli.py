@@ -64,7 +64,8 @@ def test_defaults_resolve_to_the_default_preset(capsys):
     code, out, _ = dry_run(capsys)
     config = json.loads(out)
     assert code == 0 and config["model"] == "dcgan" and config["preset"] == "dcgan_fashion_mnist"
-    assert config["data"] == "fashion_mnist" and config["jit"] is True
+    assert config["data"] == "fashion_mnist" and config["jit"] is zoo.DCGAN.xla_by_default()
+    assert config["batch_size"] == 128
 
 
 @pytest.mark.parametrize(

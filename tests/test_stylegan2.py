@@ -21,7 +21,8 @@ def tiny():
 def test_registered_with_presets():
     assert zoo.default_preset("stylegan2") == "stylegan2_fashion_mnist"
     assert set(zoo.list_presets()["stylegan2"]) >= {
-        "stylegan2_fashion_mnist", "stylegan2_fashion_mnist_paper", "stylegan2_64_rgb",
+        "stylegan2_fashion_mnist", "stylegan2_fashion_mnist_cifar", "stylegan2_fashion_mnist_paper",
+        "stylegan2_64_rgb",
         "stylegan2_128_rgb", "stylegan2_256_rgb", "stylegan2_tiny",
     }
 

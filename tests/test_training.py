@@ -164,6 +164,17 @@ def test_plan_fits_finishes_the_interrupted_epoch_first():
     assert training.plan_fits(Position(3, 2, 23), 7, 3) == [training.Fit(3, 3, 7, 23)]
 
 
+def test_the_batch_size_is_the_presets_unless_given():
+    for family, cls in zoo.FAMILIES.items():
+        for preset, entry in cls.presets.items():
+            config = training.TrainConfig(model=family, preset=preset).resolved()
+            assert config.batch_size == entry.get("batch_size", training.DEFAULT_BATCH_SIZE), preset
+            assert training.TrainConfig(model=family, preset=preset, batch_size=8).resolved().batch_size == 8
+    # Resolving twice keeps what the first resolution chose.
+    config = training.TrainConfig(model="dcgan").resolved()
+    assert config.resolved() == config
+
+
 def test_collective_timeout_needs_several_workers(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     config = training.TrainConfig(preset="dcgan_tiny", collective_timeout=60).resolved()

@@ -22,6 +22,7 @@ import pathlib
 import keras
 import tensorflow as tf
 
+from zoo import device
 from zoo.keras_compat import MultiWorkerFit
 
 # Images one request to an exported `sample` signature may ask for: without
@@ -241,12 +242,22 @@ class GenerativeModel(MultiWorkerFit, keras.Model):
 
     # Random draws per training step; `noise_seed(step, stream)` needs stream < this.
     streams_per_step = 8
-    # Whether `train.py` compiles the step with XLA unless told (`--jit/--no-jit`).
-    xla_by_default = True
+    # Whether `train.py` compiles the step with XLA unless told (`--jit/--no-jit`), per
+    # `zoo.device.device_kind()`: chosen by measurement (docs/results.md, "XLA by device").
+    xla_by_device = {"gpu": True, "cpu-amx": False, "cpu": False}
 
     def __init__(self, seed=0, **kwargs):
         super().__init__(**kwargs)
         self.seed = int(seed)
+
+    @classmethod
+    def xla_by_default(cls, kind=None):
+        """Whether training compiles the step with XLA unless told, on a device of `kind`.
+
+        Args:
+            kind: one of `zoo.device.DEVICE_KINDS`; default: this machine's.
+        """
+        return cls.xla_by_device[kind or device.device_kind()]
 
     # ---- what a family provides ------------------------------------------
     def optimizer_targets(self):

@@ -35,6 +35,8 @@ Keras layers: weights saved with Keras' layers load into them unchanged.
 import keras
 import tensorflow as tf
 
+from zoo import device
+
 HALF_DTYPES = (tf.float16, tf.bfloat16)
 # x86 CPU flags of native bfloat16 arithmetic (oneDNN runs bfloat16 kernels on them).
 NATIVE_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -46,13 +48,7 @@ def cpu_bfloat16_flags(cpuinfo="/proc/cpuinfo"):
     Reads the `flags` lines of `cpuinfo` (Linux x86); an unreadable file
     (another OS, another architecture) gives `[]`.
     """
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
-            lines = [line for line in f if line.startswith("flags")]
-    except OSError:
-        return []
-    flags = {flag for line in lines for flag in line.partition(":")[2].split()}
-    return sorted(flags.intersection(NATIVE_BFLOAT16_FLAGS))
+    return sorted(device.cpu_info(cpuinfo)[1].intersection(NATIVE_BFLOAT16_FLAGS))
 
 
 def cpu_has_native_bfloat16():

@@ -17,9 +17,7 @@ pickles, no code in the files), and must be a `zoo.base.GenerativeModel`.
 
 import hashlib
 import json
-import os
 import pathlib
-import platform
 import sys
 import tempfile
 
@@ -111,20 +109,6 @@ def parameter_counts(model):
     """`{"total": n, <sub-network name>: n, ...}` of `model`'s weights."""
     counts = {layer.name: int(layer.count_params()) for layer in model.layers if layer.weights}
     return {"total": int(model.count_params()), **counts}
-
-
-def machine():
-    """What a training machine was: CPU model, cores, accelerators, OS."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {
-        "cpu": cpu, "cores": os.cpu_count(), "system": platform.platform(),
-        "accelerators": [d.name for d in tf.config.list_physical_devices() if d.device_type != "CPU"],
-    }
 
 
 def _weights_only(model):

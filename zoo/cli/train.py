@@ -36,12 +36,13 @@ def parse_args(argv):
                    help="stop at an undecodable image file (default: report it and skip it)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--steps", type=int, help="steps per epoch (default: one pass over the data)")
-    p.add_argument("--batch-size", type=int, help="GLOBAL batch size")
+    p.add_argument("--batch-size", type=int, help="GLOBAL batch size (default: the preset's, else 128)")
     p.add_argument("--strategy", help="auto | one | mirrored | multiworker | tpu")
     p.add_argument("--cpu-replicas", type=int, help="with mirrored: split the CPU into N devices")
     p.add_argument("--precision", help="float32 | mixed_float16 | mixed_bfloat16")
     p.add_argument("--jit", action=argparse.BooleanOptionalAction,
-                   help="XLA-compile the train step (default: on for dcgan and vae, off for stylegan2)")
+                   help="XLA-compile the train step (default: the family's measured choice for this "
+                        "device kind, zoo.device; off for stylegan2 everywhere)")
     p.add_argument("--seed", type=int)
     p.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
                    help="deterministic TF ops (tf.config.experimental.enable_op_determinism): same seed, "

@@ -104,8 +104,8 @@ class StyleGAN2(base.GenerativeModel):
     streams_per_step = 16
     # On CPU, XLA compiles this step for many minutes (seen: > 20 min for the
     # Fashion-MNIST preset) and its strided/transposed-conv gradients run
-    # 1.5-2x slower than TensorFlow's kernels.
-    xla_by_default = False
+    # 1.5-2x slower than TensorFlow's kernels; on GPUs it is unmeasured.
+    xla_by_device = {"gpu": False, "cpu-amx": False, "cpu": False}
     # Per-epoch sample grids are written without and with this truncation.
     sample_truncation_psi = 0.7
 

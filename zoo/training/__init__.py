@@ -10,7 +10,8 @@ The names below are the package's API (`from zoo import training; training.run(.
 """
 
 from zoo.training.config import (
-    PRECISIONS, QUANTIZE_MODES, RESUMABLE_OVERRIDES, STRATEGIES, ConfigError, TrainConfig, validate,
+    DEFAULT_BATCH_SIZE, PRECISIONS, QUANTIZE_MODES, RESUMABLE_OVERRIDES, STRATEGIES, ConfigError, TrainConfig,
+    validate,
 )
 from zoo.training.resume import (
     BackupAndRestore, BackupError, DataStream, Fit, Position, RunCallbacks, plan_fits,
@@ -21,7 +22,7 @@ from zoo.training.strategy import (
 )
 
 __all__ = [
-    "PRECISIONS", "QUANTIZE_MODES", "RESUMABLE_OVERRIDES", "STRATEGIES", "BackupAndRestore", "BackupError",
+    "DEFAULT_BATCH_SIZE", "PRECISIONS", "QUANTIZE_MODES", "RESUMABLE_OVERRIDES", "STRATEGIES", "BackupAndRestore", "BackupError",
     "ClusterError", "ConfigError", "DataStream", "Fit", "Position", "RunCallbacks", "RunResult", "TrainConfig",
     "build_model", "collective_failure", "is_chief", "load_run_config", "make_callbacks", "make_strategy",
     "new_run_dir", "plan_fits", "run", "validate", "xla_supported",

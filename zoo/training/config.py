@@ -14,6 +14,8 @@ from zoo import precision
 STRATEGIES = ("auto", "one", "mirrored", "multiworker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+# Global batch of a preset that names none (a preset entry's "batch_size" is its recipe's).
+DEFAULT_BATCH_SIZE = 128
 # Options that may change when a run is resumed; the rest define the run.
 RESUMABLE_OVERRIDES = (
     "epochs", "steps", "minutes", "strategy", "cpu_replicas", "jit", "export", "quantize", "collective_timeout",
@@ -58,7 +60,7 @@ class TrainConfig:
     strict_data: bool = False  # an undecodable file stops training instead of being skipped
     epochs: int = 1
     steps: int = 0  # steps per epoch; 0 = one pass over the data
-    batch_size: int = 128  # GLOBAL batch, split across replicas
+    batch_size: int | None = None  # GLOBAL batch, split across replicas; None = the preset's
     strategy: str = "auto"
     cpu_replicas: int = 0  # >1 splits the CPU into that many mirrored devices
     precision: str = "float32"
@@ -87,8 +89,11 @@ class TrainConfig:
             config.model, config.preset = init_preset_identity(config.init_from)
         if config.model in zoo.FAMILIES and not config.preset:
             config.preset = zoo.default_preset(config.model)
+        if config.model in zoo.FAMILIES and config.batch_size is None:
+            entry = zoo.FAMILIES[config.model].presets.get(config.preset, {})
+            config.batch_size = entry.get("batch_size", DEFAULT_BATCH_SIZE)
         if config.model in zoo.FAMILIES and config.jit is None:
-            config.jit = zoo.FAMILIES[config.model].xla_by_default
+            config.jit = zoo.FAMILIES[config.model].xla_by_default()
         return config
 
 

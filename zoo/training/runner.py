@@ -28,6 +28,7 @@ from tensorflow.python.framework import config as tf_framework_config
 import zoo
 from zoo import callbacks as zoo_callbacks
 from zoo import data as zoo_data
+from zoo import device
 from zoo.data import streams as data_streams
 from zoo.training.config import RESUMABLE_OVERRIDES, ConfigError, TrainConfig, validate
 from zoo.training.resume import BackupAndRestore, DataStream, RunCallbacks, plan_fits
@@ -96,7 +97,7 @@ def build_model(config, strategy):
             model.reset_training_progress()
         else:
             model = zoo.get_model(config.model, config.preset, seed=config.seed)
-        jit = type(model).xla_by_default if config.jit is None else config.jit
+        jit = type(model).xla_by_default() if config.jit is None else config.jit
         model.compile(jit_compile=jit and xla_supported(strategy))
     return model
 
@@ -150,8 +151,6 @@ class RunResult:
 
 def run_preset_metadata(config, model, history, minutes, resumed, command):
     """What a run's `<run>/preset/metadata.json` records about its training."""
-    from zoo import presets
-
     family = zoo.FAMILIES[config.model]
     evaluated = {k: v[-1] for k, v in history.items() if k in ("fd", "kid", "is", "precision", "recall")}
     metadata = {
@@ -161,7 +160,7 @@ def run_preset_metadata(config, model, history, minutes, resumed, command):
         "images_seen": model.train_steps * config.batch_size,
         "training": {
             "command": command, "minutes": round(minutes, 2), "resumed": resumed,
-            "machine": presets.machine(), "config": dataclasses.asdict(config),
+            "machine": device.machine(), "config": dataclasses.asdict(config),
         },
     }
     if evaluated:
