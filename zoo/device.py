@@ -38,8 +38,9 @@ def cpu_info(cpuinfo="/proc/cpuinfo"):
 def device_kind(cpuinfo="/proc/cpuinfo"):
     """`"gpu"` when TensorFlow sees a GPU; else `"cpu-amx"` on x86 CPUs with AMX tiles, else `"cpu"`.
 
-    AMX is what separates the CPUs measured so far: oneDNN's non-XLA kernels
-    use its tiles, XLA's CPU backend does not.
+    AMX CPUs are a kind of their own because oneDNN's non-XLA kernels use its
+    tiles and XLA's CPU backend does not, so XLA's trade-off can differ there
+    (measured so far: a loss on both CPU kinds).
     """
     if tf.config.list_physical_devices("GPU"):
         return "gpu"
