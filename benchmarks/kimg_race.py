@@ -96,8 +96,9 @@ def parse_contender(text, parser):
     family, preset = parts[:2]
     if preset not in zoo.FAMILIES[family].presets:
         parser.error(f"--contender {text!r}: {preset!r} is not a {family} preset")
+    default = training.TrainConfig(model=family, preset=preset).resolved().batch_size
     try:
-        batch = int(parts[2]) if len(parts) == 3 else training.TrainConfig(model=family, preset=preset).resolved().batch_size
+        batch = int(parts[2]) if len(parts) == 3 else default
     except ValueError:
         batch = 0
     if batch < 1:

@@ -98,7 +98,8 @@ class Variant:
         keras.utils.set_random_seed(seed)  # initial weights, as `training.run` seeds them
         self.model = zoo.get_model("vae", preset, seed=seed, **VARIANTS[name])
         if self.model.image_shape != (32, 32, 1):
-            raise SystemExit(f"error: {preset} makes {self.model.image_shape} images; this benchmark is Fashion-MNIST's 32x32x1")
+            raise SystemExit(f"error: {preset} makes {self.model.image_shape} images; "
+                             "this benchmark is Fashion-MNIST's 32x32x1")
         self.model.compile(jit_compile=zoo.VAE.xla_by_default())
         self.dataset = data.make_dataset("fashion_mnist", 32, 1, self.batch_size, repeat=True, seed=seed,
                                          arrays=arrays)

@@ -22,8 +22,8 @@ from zoo.training.strategy import (
 )
 
 __all__ = [
-    "DEFAULT_BATCH_SIZE", "PRECISIONS", "QUANTIZE_MODES", "RESUMABLE_OVERRIDES", "STRATEGIES", "BackupAndRestore", "BackupError",
-    "ClusterError", "ConfigError", "DataStream", "Fit", "Position", "RunCallbacks", "RunResult", "TrainConfig",
-    "build_model", "collective_failure", "is_chief", "load_run_config", "make_callbacks", "make_strategy",
-    "new_run_dir", "plan_fits", "run", "validate", "xla_supported",
+    "DEFAULT_BATCH_SIZE", "PRECISIONS", "QUANTIZE_MODES", "RESUMABLE_OVERRIDES", "STRATEGIES", "BackupAndRestore",
+    "BackupError", "ClusterError", "ConfigError", "DataStream", "Fit", "Position", "RunCallbacks", "RunResult",
+    "TrainConfig", "build_model", "collective_failure", "is_chief", "load_run_config", "make_callbacks",
+    "make_strategy", "new_run_dir", "plan_fits", "run", "validate", "xla_supported",
 ]
