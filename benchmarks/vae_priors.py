@@ -4,9 +4,10 @@
         [--long plain flow_res1] [--slice-seconds 60] [--json docs/vae_priors.json] \\
         [--grids docs/images/vae_priors]
 
-Every variant is `--preset` (`vae_fashion_mnist`) with some constructor arguments changed
-(`VARIANTS`), trained as `train.py` trains it (`TrainConfig`'s batch, the
-family's XLA default, `model.fit` on the Fashion-MNIST train split). The
+Every variant is `--preset` (`vae_fashion_mnist`) with some constructor arguments, and
+optionally the batch size or the first stage's learning rate, changed (`VARIANTS`),
+trained as `train.py` trains it (`TrainConfig`'s batch, the family's XLA
+default, `model.fit` on the Fashion-MNIST train split). The
 variants train in turns of `--slice-seconds` in one process, so load from
 elsewhere hits them alike; each variant's clock counts its own slices only
 (tracing and XLA compilation included). At each of `--minutes` a variant
@@ -47,13 +48,20 @@ from zoo import data, device
 from zoo.metrics import compare, evaluate, get_extractor, real_statistics, statistics_of
 from zoo.training import TrainConfig
 
-# Explicit arguments, so "plain" stays the N(0, I) VAE whatever the preset's default prior is.
+# Each variant: "model" = constructor arguments over the preset's (explicit, so "plain" stays the N(0, I) VAE
+# whatever the preset's default prior is); optional "batch_size" and "learning_rate" (the first stage's Adam)
+# replace the preset's training recipe.
 VARIANTS = {
-    "plain": {"prior": "normal", "decoder_blocks": 0},
-    "flow": {"prior": "flow", "decoder_blocks": 0},
-    "two_stage": {"prior": "two_stage", "decoder_blocks": 0},
-    "res1": {"prior": "normal", "decoder_blocks": 1},
-    "flow_res1": {"prior": "flow", "decoder_blocks": 1},
+    "plain": {"model": {"prior": "normal", "decoder_blocks": 0}},
+    "flow": {"model": {"prior": "flow", "decoder_blocks": 0}},
+    "two_stage": {"model": {"prior": "two_stage", "decoder_blocks": 0}},
+    "res1": {"model": {"prior": "normal", "decoder_blocks": 1}},
+    "flow_res1": {"model": {"prior": "flow", "decoder_blocks": 1}},
+    "flow_head32": {"model": {"prior": "flow", "decoder_head_filters": 32}},
+    "flow_wide48": {"model": {"prior": "flow", "base_filters": 48}},
+    "flow_kl2k": {"model": {"prior": "flow", "kl_warmup_steps": 2000}},
+    "flow_lr2e-3": {"model": {"prior": "flow"}, "learning_rate": 2e-3},
+    "flow_batch64": {"model": {"prior": "flow"}, "batch_size": 64},
 }
 SLICE_STEP_CAP = 1_000_000  # steps_per_epoch of a slice: the time budget ends it first
 
@@ -92,15 +100,19 @@ class Variant:
 
     def __init__(self, name, preset, arrays, seed):
         self.name = name
-        config = TrainConfig(model="vae", preset=preset, seed=seed).resolved()
+        spec = VARIANTS[name]
+        config = TrainConfig(model="vae", preset=preset, seed=seed, batch_size=spec.get("batch_size")).resolved()
         self.batch_size = config.batch_size
         self.data = config.data
         keras.utils.set_random_seed(seed)  # initial weights, as `training.run` seeds them
-        self.model = zoo.get_model("vae", preset, seed=seed, **VARIANTS[name])
+        self.model = zoo.get_model("vae", preset, seed=seed, **spec["model"])
         if self.model.image_shape != (32, 32, 1):
             raise SystemExit(f"error: {preset} makes {self.model.image_shape} images; "
                              "this benchmark is Fashion-MNIST's 32x32x1")
-        self.model.compile(jit_compile=zoo.VAE.xla_by_default())
+        optimizers = {}
+        if "learning_rate" in spec:
+            optimizers["vae_optimizer"] = keras.optimizers.Adam(spec["learning_rate"], name="vae_optimizer")
+        self.model.compile(jit_compile=zoo.VAE.xla_by_default(), **optimizers)
         self.dataset = data.make_dataset("fashion_mnist", 32, 1, self.batch_size, repeat=True, seed=seed,
                                          arrays=arrays)
         self.seconds = 0.0
@@ -141,6 +153,8 @@ def measure(variant, test_images, extractor, args):
     results = {
         "variant": variant.name, "config": VARIANTS[variant.name], "minutes": variant.seconds / 60.0,
         "steps": model.train_steps, "images_seen": model.train_steps * variant.batch_size,
+        # What trained, as the optimizer and dataset saw it (a variant may override the preset's recipe).
+        "batch_size": variant.batch_size, "learning_rate": float(model.vae_optimizer.learning_rate.numpy()),
         "parameters": {"total": model.count_params(), "decoder": model.decoder.count_params(),
                        "prior": model.prior.count_params() if model.prior is not None else 0},
     }

@@ -260,25 +260,30 @@ def test_vae_priors_smoke(tmp_path, capsys):
     vae_priors = load_script(BENCHMARKS / "vae_priors.py")
     out = tmp_path / "vae_priors.json"
     returned = vae_priors.main([
-        "--preset", "vae_tiny", "--variants", "plain", "flow", "--long", "flow", "--minutes", "0.02", "0.04",
+        "--preset", "vae_tiny", "--variants", "plain", "flow_lr2e-3", "--long", "flow_lr2e-3",
+        "--minutes", "0.02", "0.04",
         "--slice-seconds", "1", "--num", "200", "--nll-images", "100", "--json", str(out),
         "--grids", str(tmp_path / "grids"), "--save-presets", str(tmp_path / "presets"),
     ])
     results = json.loads(out.read_text())
     assert results == json.loads(json.dumps(returned))
-    assert [(r["variant"], r["milestone"]) for r in results["rows"]] == [("plain", 0.02), ("flow", 0.02), ("flow", 0.04)]
+    assert [(r["variant"], r["milestone"]) for r in results["rows"]] == [
+        ("plain", 0.02), ("flow_lr2e-3", 0.02), ("flow_lr2e-3", 0.04)]
+    # The variant's recipe override reached the optimizer; the preset's batch stayed.
+    assert [r["learning_rate"] for r in results["rows"]] == pytest.approx([1e-3, 2e-3, 2e-3])
+    assert [r["batch_size"] for r in results["rows"]] == [128, 128, 128]
     for row in results["rows"]:
         assert row["minutes"] >= row["milestone"] and row["steps"] > 0
         assert set(row["likelihood"]) >= {"neg_elbo", "iwae_k100", "iwae_k1000"}
         # IWAE bounds tighten with k (same images; k=1000 averages more samples than k=100).
         assert row["likelihood"]["iwae_k1000"] <= row["likelihood"]["neg_elbo"] + 1.0
     assert "iwae_k100_flow_prior" in results["rows"][-1]["likelihood"]
-    assert "| flow | " in capsys.readouterr().out
+    assert "| flow_lr2e-3 | " in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "grids").iterdir()) == [
-        "flow-0.02min.png", "flow-0.04min.png", "plain-0.02min.png"]
+        "flow_lr2e-3-0.02min.png", "flow_lr2e-3-0.04min.png", "plain-0.02min.png"]
     import zoo
 
-    saved = zoo.from_preset(str(tmp_path / "presets" / "flow"))
+    saved = zoo.from_preset(str(tmp_path / "presets" / "flow_lr2e-3"))
     assert saved.prior_kind == "flow" and saved.get_config()["latent_dim"] == 8
 
 

@@ -186,6 +186,8 @@ def test_plain_vae_has_no_prior_weights_and_the_old_layout():
         _vae(prior="vamp")
     with pytest.raises(ValueError, match="decoder_blocks"):
         _vae(decoder_blocks=-1)
+    with pytest.raises(ValueError, match="decoder_head_filters"):
+        _vae(decoder_head_filters=-1)
 
 
 @pytest.mark.parametrize("kind", ["flow", "two_stage"])
@@ -254,6 +256,19 @@ def test_residual_decoder_blocks_start_as_identity():
     np.testing.assert_allclose(residual(z), plain(z), atol=1e-5)
     # Resolutions 4, 8 and 16 (not the output 32) x 2 blocks x 2 convolutions x (kernel, bias).
     assert len(residual.weights) == len(plain.weights) + 3 * 2 * 2 * 2
+
+
+def test_decoder_head_is_a_hidden_layer_at_full_resolution():
+    import zoo
+
+    plain, head = _vae().decoder, _vae(decoder_head_filters=4).decoder
+    assert head.get_layer("head_upsample").output.shape == (None, 32, 32, 4)
+    assert head.get_layer("head_conv").kernel.shape == (3, 3, 4, 1)
+    assert head.output.shape == plain.output.shape == (None, 32, 32, 1)
+    # The last transposed convolution's (kernel, bias) become the upsampling's and the 3x3 convolution's.
+    assert len(head.weights) == len(plain.weights) + 2
+    model = _vae(decoder_head_filters=4)
+    assert zoo.VAE.from_config(model.get_config()).decoder_head_filters == 4
 
 
 def test_vae_with_prior_config_save_and_explore(batch, tmp_path):

@@ -64,6 +64,8 @@ class VAE(base.GenerativeModel):
             "flow" (a RealNVP flow) or "two_stage" (Dai & Wipf's second VAE).
         decoder_blocks: residual blocks per decoder resolution (see
             `build_decoder`).
+        decoder_head_filters: channels of a hidden decoder layer at full
+            resolution (`build_decoder`'s `head_filters`); 0 for none.
         seed: base seed of the training noise.
         **kwargs: `keras.Model` arguments such as `name`.
 
@@ -96,6 +98,7 @@ class VAE(base.GenerativeModel):
         kl_warmup_steps=0,
         prior="normal",
         decoder_blocks=0,
+        decoder_head_filters=0,
         seed=0,
         **kwargs,
     ):
@@ -106,8 +109,9 @@ class VAE(base.GenerativeModel):
             raise ValueError(f"gaussian_sigma must be > 0, got {gaussian_sigma}")
         if beta < 0 or kl_warmup_steps < 0:
             raise ValueError(f"beta and kl_warmup_steps must be >= 0, got {beta}, {kl_warmup_steps}")
-        if decoder_blocks < 0:
-            raise ValueError(f"decoder_blocks must be >= 0, got {decoder_blocks}")
+        if decoder_blocks < 0 or decoder_head_filters < 0:
+            raise ValueError(f"decoder_blocks and decoder_head_filters must be >= 0, got {decoder_blocks}, "
+                             f"{decoder_head_filters}")
         self.latent_dim = int(latent_dim)
         self.image_size = int(image_size)
         self.channels = int(channels)
@@ -118,10 +122,12 @@ class VAE(base.GenerativeModel):
         self.kl_warmup_steps = int(kl_warmup_steps)
         self.prior_kind = prior
         self.decoder_blocks = int(decoder_blocks)
+        self.decoder_head_filters = int(decoder_head_filters)
         self.encoder = build_encoder(latent_dim, image_size, channels, base_filters)
         self.decoder = build_decoder(
             latent_dim, image_size, channels, base_filters,
             output="logits" if likelihood == "bernoulli" else "mean", residual_blocks=self.decoder_blocks,
+            head_filters=self.decoder_head_filters,
         )
         self.prior = build_prior(prior, self.latent_dim)  # None for "normal"
         self._first_stage = _Networks(self.encoder, self.decoder)
@@ -357,4 +363,5 @@ class VAE(base.GenerativeModel):
             "kl_warmup_steps": self.kl_warmup_steps,
             "prior": self.prior_kind,
             "decoder_blocks": self.decoder_blocks,
+            "decoder_head_filters": self.decoder_head_filters,
         }

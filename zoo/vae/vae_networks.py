@@ -62,7 +62,7 @@ def _residual_block(x, filters, name):
 
 
 def build_decoder(latent_dim, image_size, channels, base_filters, output="logits", residual_blocks=0,
-                  name="decoder"):
+                  head_filters=0, name="decoder"):
     """z `[N, latent_dim]` -> `[N, H, W, C]` Bernoulli logits or Gaussian mean in [0, 1].
 
     Args:
@@ -76,6 +76,10 @@ def build_decoder(latent_dim, image_size, channels, base_filters, output="logits
         residual_blocks: residual blocks of two 3x3 convolutions after the
             4x4 input and after each hidden upsampling; 0 gives the plain
             DC-GAN-like decoder (the shipped presets' weights).
+        head_filters: 0 maps the last hidden layer to the image with one
+            strided transposed convolution; N > 0 upsamples to N channels
+            instead and adds a 3x3 convolution at full resolution to the
+            image (a hidden layer where the pixels are).
         name: model name.
 
     Returns:
@@ -97,7 +101,12 @@ def build_decoder(latent_dim, image_size, channels, base_filters, output="logits
         x = layers.ReLU()(x)
         for block in range(residual_blocks):
             x = _residual_block(x, filters, f"res{8 * 2**level}_{block}")
-    x = precision.Conv2DTranspose(channels, 4, strides=2, padding="same")(x)  # [N, H, W, C]
+    if head_filters:
+        x = precision.Conv2DTranspose(head_filters, 4, strides=2, padding="same", name="head_upsample")(x)
+        x = layers.ReLU()(x)  # [N, H, W, head_filters]
+        x = precision.Conv2D(channels, 3, padding="same", name="head_conv")(x)  # [N, H, W, C]
+    else:
+        x = precision.Conv2DTranspose(channels, 4, strides=2, padding="same")(x)  # [N, H, W, C]
     activation = "linear" if output == "logits" else "sigmoid"
     out = layers.Activation(activation, dtype="float32", name=output)(x)
     return keras.Model(z, out, name=name)
