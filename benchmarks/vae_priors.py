@@ -109,9 +109,9 @@ class Variant:
         if self.model.image_shape != (32, 32, 1):
             raise SystemExit(f"error: {preset} makes {self.model.image_shape} images; "
                              "this benchmark is Fashion-MNIST's 32x32x1")
-        optimizers = {}
+        optimizers = self.model.default_optimizers()  # the family's recipe; a variant may change its rate
         if "learning_rate" in spec:
-            optimizers["vae_optimizer"] = keras.optimizers.Adam(spec["learning_rate"], name="vae_optimizer")
+            optimizers["vae_optimizer"].learning_rate = spec["learning_rate"]
         self.model.compile(jit_compile=zoo.VAE.xla_by_default(), **optimizers)
         self.dataset = data.make_dataset("fashion_mnist", 32, 1, self.batch_size, repeat=True, seed=seed,
                                          arrays=arrays)

@@ -292,25 +292,27 @@ def _cpu_has_float16_units(cpuinfo="/proc/cpuinfo"):
 # the strided/transposed/modulated convolutions within bound; the AMX Xeon measured <= 1.6 units.
 # TensorFlow's float16 filter-gradient kernel there seems to sum in float16; zoo.precision does
 # not yet recompute it in float32. Not strict: seen on one CPU type only.
-FLOAT16_CONV_KERNEL_SUMS = pytest.mark.xfail(
-    not _cpu_has_float16_units(), strict=False,
-    reason="float16 Conv2D filter gradient summed in float16 on CPUs without float16 units")
-
+#
 # Found the same way for bfloat16 on an AMD EPYC with AVX2 only (no AVX512-BF16/AMX-BF16, TF 2.21):
 # the kernel gradient of the stride-1 3x3 convolutions comes out 12.4 units off (0.048), the bias
 # and the other convolutions within bound, with oneDNN on or off (TF_ENABLE_ONEDNN_OPTS=0: same
 # numbers). CPUs with bfloat16 instructions pass. `train.py` refuses mixed_bfloat16 on such CPUs
 # (zoo.training.config); a user who sets the policy there gets these sums. Not strict: one CPU type.
-BFLOAT16_CONV_KERNEL_SUMS = pytest.mark.xfail(
-    not zoo.precision.cpu_has_native_bfloat16(), strict=False,
-    reason="bfloat16 Conv2D filter gradient summed in bfloat16 on CPUs without bfloat16 instructions")
+CONV_KERNEL_SUMS = {
+    "mixed_float16": pytest.mark.xfail(
+        not _cpu_has_float16_units(), strict=False,
+        reason="float16 Conv2D filter gradient summed in float16 on CPUs without float16 units"),
+    "mixed_bfloat16": pytest.mark.xfail(
+        not zoo.precision.cpu_has_native_bfloat16(), strict=False,
+        reason="bfloat16 Conv2D filter gradient summed in bfloat16 on CPUs without bfloat16 instructions"),
+}
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 @pytest.mark.parametrize("case", sorted(LAYER_CASES))
 def test_layer_gradients_under_16_bits_are_float32_up_to_rounding(case, policy, request):
     if case in ("Conv2D", "EqualizedConv2D"):
-        request.applymarker(FLOAT16_CONV_KERNEL_SUMS if policy == "mixed_float16" else BFLOAT16_CONV_KERNEL_SUMS)
+        request.applymarker(CONV_KERNEL_SUMS[policy])
     make, shapes = LAYER_CASES[case]
     expected, weights = _layer_gradients(make, shapes, "float32")
     got, _ = _layer_gradients(make, shapes, policy, weights)
