@@ -46,11 +46,18 @@ train: setup
 	$(PY) train.py --model dcgan --preset dcgan_fashion_mnist --epochs 100 --minutes $(MINUTES)
 
 # -P: the checkout's root is not put on sys.path, so the tests import the installed package.
+# -n $(TEST_WORKERS) --dist loadfile: pytest-xdist runs whole test files in $(TEST_WORKERS) processes
+# (a file's module fixtures, e.g. one traced StyleGAN2 step, are built once). Most tests are
+# bound by single-threaded Python (tracing, subprocess start-up), so 2 processes on 2 cores
+# overlap them (measured in the README's Tests section); TEST_WORKERS=0 runs in-process.
+TEST_WORKERS ?= 2
+PYTEST = $(PY) -P -m pytest -n $(TEST_WORKERS) --dist loadfile -q
+
 test: setup
-	$(PY) -P -m pytest -m "not slow" -q tests
+	$(PYTEST) -m "not slow" tests
 
 test-all: setup
-	$(PY) -P -m pytest -q tests
+	$(PYTEST) tests
 
 bench: setup
 	$(PY) benchmarks/throughput.py --repeats 5

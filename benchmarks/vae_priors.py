@@ -62,6 +62,9 @@ VARIANTS = {
     "flow_kl2k": {"model": {"prior": "flow", "kl_warmup_steps": 2000}},
     "flow_lr2e-3": {"model": {"prior": "flow"}, "learning_rate": 2e-3},
     "flow_batch64": {"model": {"prior": "flow"}, "batch_size": 64},
+    "flow_lr2e-3_batch64": {"model": {"prior": "flow"}, "learning_rate": 2e-3, "batch_size": 64},
+    "flow_lr3e-3": {"model": {"prior": "flow"}, "learning_rate": 3e-3},
+    "flow_lr2e-3_kl500": {"model": {"prior": "flow", "kl_warmup_steps": 500}, "learning_rate": 2e-3},
 }
 SLICE_STEP_CAP = 1_000_000  # steps_per_epoch of a slice: the time budget ends it first
 
