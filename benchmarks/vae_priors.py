@@ -50,7 +50,8 @@ from zoo.training import TrainConfig
 
 # Each variant: "model" = constructor arguments over the preset's (explicit, so "plain" stays the N(0, I) VAE
 # whatever the preset's default prior is); optional "batch_size" and "learning_rate" (the first stage's Adam)
-# replace the preset's training recipe.
+# replace the preset's training recipe; optional "cooldown" anneals every rate to 0 over that last fraction of
+# the variant's training time (`zoo.callbacks.Cooldown`; its last milestone: with --long, the last --minutes).
 VARIANTS = {
     "plain": {"model": {"prior": "normal", "decoder_blocks": 0}},
     "flow": {"model": {"prior": "flow", "decoder_blocks": 0}},
@@ -65,6 +66,9 @@ VARIANTS = {
     "flow_lr2e-3_batch64": {"model": {"prior": "flow"}, "learning_rate": 2e-3, "batch_size": 64},
     "flow_lr3e-3": {"model": {"prior": "flow"}, "learning_rate": 3e-3},
     "flow_lr2e-3_kl500": {"model": {"prior": "flow", "kl_warmup_steps": 500}, "learning_rate": 2e-3},
+    "flow_lr2e-3_cool": {"model": {"prior": "flow"}, "learning_rate": 2e-3, "cooldown": 0.2},
+    "flow_lr3e-3_cool": {"model": {"prior": "flow"}, "learning_rate": 3e-3, "cooldown": 0.2},
+    "flow_lr2e-3_batch64_cool": {"model": {"prior": "flow"}, "learning_rate": 2e-3, "batch_size": 64, "cooldown": 0.2},
 }
 SLICE_STEP_CAP = 1_000_000  # steps_per_epoch of a slice: the time budget ends it first
 
@@ -101,9 +105,10 @@ def progress(message):
 class Variant:
     """One model, its dataset and its own training clock."""
 
-    def __init__(self, name, preset, arrays, seed):
+    def __init__(self, name, preset, arrays, seed, minutes):
         self.name = name
         spec = VARIANTS[name]
+        self.cooldown = zoo_callbacks.Cooldown(minutes, spec["cooldown"]) if "cooldown" in spec else None
         config = TrainConfig(model="vae", preset=preset, seed=seed, batch_size=spec.get("batch_size")).resolved()
         self.batch_size = config.batch_size
         self.data = config.data
@@ -115,6 +120,7 @@ class Variant:
         optimizers = self.model.default_optimizers()  # the family's recipe; a variant may change its rate
         if "learning_rate" in spec:
             optimizers["vae_optimizer"].learning_rate = spec["learning_rate"]
+        self.learning_rate = float(optimizers["vae_optimizer"].learning_rate.numpy())
         self.model.compile(jit_compile=zoo.VAE.xla_by_default(), **optimizers)
         self.dataset = data.make_dataset("fashion_mnist", 32, 1, self.batch_size, repeat=True, seed=seed,
                                          arrays=arrays)
@@ -123,7 +129,7 @@ class Variant:
     def train(self, seconds):
         start = time.perf_counter()
         self.model.fit(self.dataset, epochs=1, steps_per_epoch=SLICE_STEP_CAP, verbose=0,
-                       callbacks=[zoo_callbacks.TimeBudget(seconds / 60.0)])
+                       callbacks=[zoo_callbacks.TimeBudget(seconds / 60.0), *filter(None, [self.cooldown])])
         self.model.train_steps  # noqa: B018 -- reading it waits for the last step
         self.seconds += time.perf_counter() - start
 
@@ -157,7 +163,9 @@ def measure(variant, test_images, extractor, args):
         "variant": variant.name, "config": VARIANTS[variant.name], "minutes": variant.seconds / 60.0,
         "steps": model.train_steps, "images_seen": model.train_steps * variant.batch_size,
         # What trained, as the optimizer and dataset saw it (a variant may override the preset's recipe).
-        "batch_size": variant.batch_size, "learning_rate": float(model.vae_optimizer.learning_rate.numpy()),
+        # The first stage's rate as compiled, and the factor on every rate at the last step (1: no cooldown).
+        "batch_size": variant.batch_size, "learning_rate": variant.learning_rate,
+        "final_rate_factor": variant.cooldown.factor(variant.cooldown.seconds_before) if variant.cooldown else 1.0,
         "parameters": {"total": model.count_params(), "decoder": model.decoder.count_params(),
                        "prior": model.prior.count_params() if model.prior is not None else 0},
     }
@@ -193,7 +201,9 @@ def main(argv=None):
     arrays = data.load_arrays("fashion_mnist")
     test_images, _ = data.load_arrays("fashion_mnist:test")
     extractor = get_extractor("fashion_classifier")
-    variants = [Variant(name, args.preset, arrays, args.seed) for name in args.variants]
+    variants = [Variant(name, args.preset, arrays, args.seed,
+                        minutes=args.minutes[-1] if name in args.long else args.minutes[0])
+                for name in args.variants]
     rows = []
     output = {"machine": device.machine(),
               "preset": args.preset, "variants": {v.name: VARIANTS[v.name] for v in variants}, "rows": rows}

@@ -260,7 +260,7 @@ def test_vae_priors_smoke(tmp_path, capsys):
     vae_priors = load_script(BENCHMARKS / "vae_priors.py")
     out = tmp_path / "vae_priors.json"
     returned = vae_priors.main([
-        "--preset", "vae_tiny", "--variants", "plain", "flow_lr2e-3", "--long", "flow_lr2e-3",
+        "--preset", "vae_tiny", "--variants", "plain", "flow_lr2e-3_cool", "--long", "flow_lr2e-3_cool",
         "--minutes", "0.02", "0.04",
         "--slice-seconds", "1", "--num", "200", "--nll-images", "100", "--json", str(out),
         "--grids", str(tmp_path / "grids"), "--save-presets", str(tmp_path / "presets"),
@@ -268,9 +268,11 @@ def test_vae_priors_smoke(tmp_path, capsys):
     results = json.loads(out.read_text())
     assert results == json.loads(json.dumps(returned))
     assert [(r["variant"], r["milestone"]) for r in results["rows"]] == [
-        ("plain", 0.02), ("flow_lr2e-3", 0.02), ("flow_lr2e-3", 0.04)]
+        ("plain", 0.02), ("flow_lr2e-3_cool", 0.02), ("flow_lr2e-3_cool", 0.04)]
     # The variant's recipe override reached the optimizer; the preset's batch stayed.
     assert [r["learning_rate"] for r in results["rows"]] == pytest.approx([1e-3, 2e-3, 2e-3])
+    # The cooldown spans the last fifth of the variant's last milestone: its rates had reached 0 there.
+    assert results["rows"][0]["final_rate_factor"] == 1.0 and results["rows"][-1]["final_rate_factor"] == 0.0
     assert [r["batch_size"] for r in results["rows"]] == [128, 128, 128]
     for row in results["rows"]:
         assert row["minutes"] >= row["milestone"] and row["steps"] > 0
@@ -278,12 +280,12 @@ def test_vae_priors_smoke(tmp_path, capsys):
         # IWAE bounds tighten with k (same images; k=1000 averages more samples than k=100).
         assert row["likelihood"]["iwae_k1000"] <= row["likelihood"]["neg_elbo"] + 1.0
     assert "iwae_k100_flow_prior" in results["rows"][-1]["likelihood"]
-    assert "| flow_lr2e-3 | " in capsys.readouterr().out
+    assert "| flow_lr2e-3_cool | " in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "grids").iterdir()) == [
-        "flow_lr2e-3-0.02min.png", "flow_lr2e-3-0.04min.png", "plain-0.02min.png"]
+        "flow_lr2e-3_cool-0.02min.png", "flow_lr2e-3_cool-0.04min.png", "plain-0.02min.png"]
     import zoo
 
-    saved = zoo.from_preset(str(tmp_path / "presets" / "flow_lr2e-3"))
+    saved = zoo.from_preset(str(tmp_path / "presets" / "flow_lr2e-3_cool"))
     assert saved.prior_kind == "flow" and saved.get_config()["latent_dim"] == 8
 
 

@@ -434,3 +434,70 @@ def test_plateau_options_are_validated(capsys):
     assert "--plateau-minutes needs --eval-every" in capsys.readouterr().err
     assert train.main(["--plateau-minutes", "10", "--eval-every", "1", "--eval-metrics", "kid", "--dry-run"]) == 2
     assert "--plateau-minutes watches the FD" in capsys.readouterr().err
+
+
+def test_cooldown_anneals_every_optimizer_over_the_last_fraction_across_fits(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock[0])
+    model = zoo.get_model("vae", "vae_tiny", prior="flow")
+    model.compile(vae_optimizer=keras.optimizers.Adam(2e-3), prior_optimizer=keras.optimizers.Adam(1e-3))
+    cool = callbacks.Cooldown(10, fraction=0.2)  # full rates for 8 minutes, then linear to 0 at 10
+    cool.set_model(model)
+
+    def rates_at(minute):
+        clock[0] = minute * 60.0
+        cool.on_train_batch_begin(0)
+        return [float(model.vae_optimizer.learning_rate.numpy()), float(model.prior_optimizer.learning_rate.numpy())]
+
+    cool.on_train_begin()
+    assert rates_at(7.9) == pytest.approx([2e-3, 1e-3])
+    assert rates_at(9.0) == pytest.approx([1e-3, 5e-4])
+    cool.on_train_end()  # a saved model holds the recipe's rates
+    assert model.vae_optimizer.learning_rate.numpy() == np.float32(2e-3)
+    assert model.prior_optimizer.learning_rate.numpy() == np.float32(1e-3)
+    # A second fit continues the clock of the first (9 minutes) and keeps the base rates, although its
+    # optimizers start from a backup that holds decayed ones.
+    model.vae_optimizer.learning_rate, model.prior_optimizer.learning_rate = 1e-5, 1e-5
+    clock[0] = 100.0 * 60
+    cool.on_train_begin()
+    assert rates_at(100.0) == pytest.approx([1e-3, 5e-4])
+    assert rates_at(100.5) == pytest.approx([5e-4, 2.5e-4])
+    assert rates_at(101.5) == [0.0, 0.0]
+    assert cool.base_rates == pytest.approx({"vae_optimizer": 2e-3, "prior_optimizer": 1e-3})
+
+    schedule = keras.optimizers.schedules.ExponentialDecay(1e-3, 100, 0.5)
+    model.compile(vae_optimizer=keras.optimizers.Adam(schedule), prior_optimizer=keras.optimizers.Adam(1e-3))
+    scheduled = callbacks.Cooldown(10)
+    scheduled.set_model(model)
+    with pytest.raises(ValueError, match="vae_optimizer needs a float learning rate"):
+        scheduled.on_train_begin()
+    with pytest.raises(ValueError, match="0 < fraction <= 1"):
+        callbacks.Cooldown(10, fraction=0.0)
+
+
+def test_a_cooled_down_rate_reaches_the_compiled_step():
+    # A budget that is over before the first step: every step runs at rate 0 and leaves the weights as they were.
+    # If the traced step had captured the rate as a constant, Adam's first steps would move every weight.
+    keras.utils.set_random_seed(0)
+    model = zoo.get_model("dcgan", "dcgan_tiny")
+    model.compile()
+    images = images_like(model, 32)
+    model.fit(dataset_of(images, 16), epochs=1, steps_per_epoch=1, verbose=0)  # trace and build first
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    model.fit(dataset_of(images, 16), verbose=0, callbacks=[callbacks.Cooldown(1e-9, fraction=1.0)])
+    assert int(model.d_optimizer.iterations.numpy()) == 3  # the steps ran
+    for a, w in zip(before, model.trainable_weights):
+        np.testing.assert_array_equal(a, w.numpy())
+
+
+def test_cooldown_option_is_validated_and_precedes_the_backup(tmp_path, capsys):
+    assert train.main(["--cooldown", "0.2", "--dry-run"]) == 2
+    assert "--cooldown needs --minutes" in capsys.readouterr().err
+    assert train.main(["--cooldown", "1.5", "--minutes", "5", "--dry-run"]) == 2
+    assert "--cooldown is a fraction of --minutes in (0, 1], got 1.5" in capsys.readouterr().err
+    config = training.TrainConfig(preset="dcgan_tiny", minutes=5, cooldown=0.25).resolved()
+    training.validate(config)
+    kinds = [type(c).__name__ for c in runner.make_callbacks(config, str(tmp_path), write=False)]
+    assert kinds.index("Cooldown") < kinds.index("BackupAndRestore"), kinds
+    cool = next(c for c in runner.make_callbacks(config, None, write=False) if isinstance(c, callbacks.Cooldown))
+    assert (cool.minutes, cool.fraction) == (5.0, 0.25)

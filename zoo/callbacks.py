@@ -153,6 +153,79 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class Cooldown(keras.callbacks.Callback):
+    """Anneals every optimizer's learning rate to zero over the last part of a time budget.
+
+    The time-budget form of the decay phase of warmup-stable-decay schedules:
+    a run that stops at a wall-clock limit (`TimeBudget`) cannot know its last
+    step in advance, so the decay follows the clock. Until `(1 - fraction) *
+    minutes` of training the rates are the optimizers' own; from there they fall
+    linearly to 0 at `minutes`. Time counts over every `fit` this instance is
+    passed to (a budget split into slices). The base rates are read once, at the
+    first `fit` (put this callback before one that restores a backup, whose
+    optimizers may hold decayed rates), set again at each `fit`'s first batch,
+    and put back when a `fit` ends, so a saved model holds the recipe's rates.
+    Every optimizer the model holds (`optimizer_targets()`, else
+    `model.optimizer`) is annealed; each needs a float learning rate, not a
+    `LearningRateSchedule`.
+
+    Args:
+        minutes: the training time the decay ends at (the `TimeBudget`'s).
+        fraction: the part of `minutes` the decay spans, in (0, 1].
+
+    Example:
+
+    ```python
+    model.fit(ds, epochs=1000, callbacks=[
+        zoo.callbacks.TimeBudget(5), zoo.callbacks.Cooldown(5, fraction=0.2)])
+    ```
+    """
+
+    def __init__(self, minutes, fraction=0.2):
+        super().__init__()
+        if minutes <= 0 or not 0 < fraction <= 1:
+            raise ValueError(f"Cooldown needs minutes > 0 and 0 < fraction <= 1, got {minutes} and {fraction}")
+        self.minutes, self.fraction = float(minutes), float(fraction)
+        self.seconds_before = 0.0  # trained in earlier fits
+        self.base_rates = None  # {optimizer name: rate}, read at the first fit
+
+    def _optimizers(self):
+        if hasattr(self.model, "optimizer_targets"):
+            return {name: getattr(self.model, name) for name in self.model.optimizer_targets()}
+        return {"optimizer": self.model.optimizer}
+
+    def factor(self, seconds):
+        """The multiplier of the base rates after `seconds` of training."""
+        left = self.minutes * 60.0 - seconds
+        return min(1.0, max(0.0, left / (self.fraction * self.minutes * 60.0)))
+
+    def _set_rates(self, factor):
+        for name, optimizer in self._optimizers().items():
+            optimizer.learning_rate = self.base_rates[name] * factor
+
+    def on_train_begin(self, logs=None):
+        self._start, self._first_batch = time.monotonic(), True
+        if self.base_rates is None:
+            rates = {}
+            for name, optimizer in self._optimizers().items():
+                # A float rate is a Variable; a schedule's is a tensor computed per step and cannot be set.
+                if not isinstance(optimizer.learning_rate, keras.Variable):
+                    raise ValueError(f"Cooldown sets learning rates: {name} needs a float learning rate, "
+                                     f"not {type(optimizer.learning_rate).__name__}")
+                rates[name] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+            self.base_rates = rates
+
+    def on_train_batch_begin(self, batch, logs=None):
+        factor = self.factor(self.seconds_before + time.monotonic() - self._start)
+        if factor < 1.0 or self._first_batch:
+            self._set_rates(factor)
+            self._first_batch = False
+
+    def on_train_end(self, logs=None):
+        self.seconds_before += time.monotonic() - self._start
+        self._set_rates(1.0)
+
+
 class PlateauStop(keras.callbacks.Callback):
     """Stops training once a metric improved by less than a fraction over the last minutes.
 

@@ -49,6 +49,8 @@ def parse_args(argv):
                         "same result on GPUs too; slower")
     p.add_argument("--outdir", help="where numbered run directories go (default runs)")
     p.add_argument("--minutes", type=float, help="stop after this much wall time")
+    p.add_argument("--cooldown", type=float, metavar="F",
+                   help="with --minutes: every learning rate falls linearly to 0 over the last F of them (0 < F <= 1)")
     p.add_argument("--collective-timeout", type=float, metavar="SECONDS",
                    help="multiworker: fail when a collective op waits longer (default: no limit)")
     p.add_argument("--backup-every", type=int, help="steps between backups (default: each epoch)")

@@ -19,7 +19,7 @@ DEFAULT_BATCH_SIZE = 128
 # Options that may change when a run is resumed; the rest define the run.
 RESUMABLE_OVERRIDES = (
     "epochs", "steps", "minutes", "strategy", "cpu_replicas", "jit", "export", "quantize", "collective_timeout",
-    "serving_base_path", "plateau_minutes", "plateau_improvement", "strict_data",
+    "serving_base_path", "plateau_minutes", "plateau_improvement", "strict_data", "cooldown",
 )
 
 
@@ -69,6 +69,7 @@ class TrainConfig:
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism() (bit-exact on GPUs too)
     outdir: str = "runs"
     minutes: float = 0.0  # wall-time budget; 0 = none
+    cooldown: float = 0.0  # the last fraction of `minutes` over which every learning rate falls to 0; 0 = none
     collective_timeout: float = 0.0  # multi-worker: seconds a collective op may wait; 0 = no limit
     backup_every: int = 0  # steps between backups; 0 = every epoch
     samples: int = 64  # sample grid size
@@ -133,6 +134,10 @@ def validate(config):
             fail("--plateau-minutes watches the FD: add fd to --eval-metrics")
         if "nll" in names and config.model != "vae":
             fail(f"--eval-metrics nll is the VAE's likelihood; {config.model} has none")
+    if not 0 <= config.cooldown <= 1:
+        fail(f"--cooldown is a fraction of --minutes in (0, 1], got {config.cooldown}")
+    if config.cooldown and not config.minutes:
+        fail("--cooldown needs --minutes (the rates reach 0 when the time is up)")
     if config.plateau_minutes < 0 or not 0 <= config.plateau_improvement < 1:
         fail(f"--plateau-minutes must be >= 0 and --plateau-improvement in [0, 1), got "
              f"{config.plateau_minutes} and {config.plateau_improvement}")

@@ -112,6 +112,9 @@ def make_callbacks(config, run_dir, write):
         write: this process writes the run directory (the chief).
     """
     result = [zoo_callbacks.NonFiniteGuard()]
+    if config.cooldown:
+        # Before the backup's restore: it reads the compiled (recipe's) rates, not a backup's decayed ones.
+        result.append(zoo_callbacks.Cooldown(config.minutes, config.cooldown))
     if run_dir is not None:
         result.append(BackupAndRestore(
             tf.io.gfile.join(run_dir, "backup"), save_freq=config.backup_every or "epoch", write=write,
