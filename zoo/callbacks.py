@@ -161,10 +161,11 @@ class Cooldown(keras.callbacks.Callback):
     step in advance, so the decay follows the clock. Until `(1 - fraction) *
     minutes` of training the rates are the optimizers' own; from there they fall
     linearly to 0 at `minutes`. Time counts over every `fit` this instance is
-    passed to (a budget split into slices). The base rates are read once, at the
-    first `fit` (put this callback before one that restores a backup, whose
-    optimizers may hold decayed rates), set again at each `fit`'s first batch,
-    and put back when a `fit` ends, so a saved model holds the recipe's rates.
+    passed to (a budget split into slices). The base rates are read once, when
+    the callback first meets the compiled model (`set_model`: before a resumed
+    run restores a backup, whose optimizers may hold decayed rates), set again
+    at each `fit`'s first batch, and put back when a `fit` ends, so a saved
+    model holds the recipe's rates.
     Every optimizer the model holds (`optimizer_targets()`, else
     `model.optimizer`) is annealed; each needs a float learning rate, not a
     `LearningRateSchedule`.
@@ -191,7 +192,7 @@ class Cooldown(keras.callbacks.Callback):
 
     def _optimizers(self):
         if hasattr(self.model, "optimizer_targets"):
-            return {name: getattr(self.model, name) for name in self.model.optimizer_targets()}
+            return {name: getattr(self.model, name, None) for name in self.model.optimizer_targets()}
         return {"optimizer": self.model.optimizer}
 
     def factor(self, seconds):
@@ -203,17 +204,28 @@ class Cooldown(keras.callbacks.Callback):
         for name, optimizer in self._optimizers().items():
             optimizer.learning_rate = self.base_rates[name] * factor
 
+    def _read_base_rates(self):
+        optimizers = self._optimizers()
+        if any(optimizer is None for optimizer in optimizers.values()):
+            return  # not compiled yet: read at `on_train_begin`
+        rates = {}
+        for name, optimizer in optimizers.items():
+            # A float rate is a Variable; a schedule's is a tensor computed per step and cannot be set.
+            if not isinstance(optimizer.learning_rate, keras.Variable):
+                raise ValueError(f"Cooldown sets learning rates: {name} needs a float learning rate, "
+                                 f"not {type(optimizer.learning_rate).__name__}")
+            rates[name] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        self.base_rates = rates
+
+    def set_model(self, model):
+        super().set_model(model)
+        if self.base_rates is None:
+            self._read_base_rates()
+
     def on_train_begin(self, logs=None):
         self._start, self._first_batch = time.monotonic(), True
         if self.base_rates is None:
-            rates = {}
-            for name, optimizer in self._optimizers().items():
-                # A float rate is a Variable; a schedule's is a tensor computed per step and cannot be set.
-                if not isinstance(optimizer.learning_rate, keras.Variable):
-                    raise ValueError(f"Cooldown sets learning rates: {name} needs a float learning rate, "
-                                     f"not {type(optimizer.learning_rate).__name__}")
-                rates[name] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-            self.base_rates = rates
+            self._read_base_rates()
 
     def on_train_batch_begin(self, batch, logs=None):
         factor = self.factor(self.seconds_before + time.monotonic() - self._start)

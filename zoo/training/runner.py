@@ -113,7 +113,8 @@ def make_callbacks(config, run_dir, write):
     """
     result = [zoo_callbacks.NonFiniteGuard()]
     if config.cooldown:
-        # Before the backup's restore: it reads the compiled (recipe's) rates, not a backup's decayed ones.
+        # It reads the base rates when `RunCallbacks` hands it the model, which `run` does before
+        # `backup.restore()` loads optimizers that may hold a backup's decayed rates.
         result.append(zoo_callbacks.Cooldown(config.minutes, config.cooldown))
     if run_dir is not None:
         result.append(BackupAndRestore(
