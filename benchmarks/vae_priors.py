@@ -69,6 +69,7 @@ VARIANTS = {
     "flow_lr2e-3_cool": {"model": {"prior": "flow"}, "learning_rate": 2e-3, "cooldown": 0.2},
     "flow_lr3e-3_cool": {"model": {"prior": "flow"}, "learning_rate": 3e-3, "cooldown": 0.2},
     "flow_lr2e-3_batch64_cool": {"model": {"prior": "flow"}, "learning_rate": 2e-3, "batch_size": 64, "cooldown": 0.2},
+    "flow_lr2e-3_batch32_cool": {"model": {"prior": "flow"}, "learning_rate": 2e-3, "batch_size": 32, "cooldown": 0.2},
 }
 SLICE_STEP_CAP = 1_000_000  # steps_per_epoch of a slice: the time budget ends it first
 
